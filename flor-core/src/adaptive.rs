@@ -1,0 +1,1 @@
+//! Adaptive checkpoint period (DESIGN.md §7). Filled in by the checkpoint work.
