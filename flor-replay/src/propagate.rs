@@ -1,0 +1,1 @@
+//! Statement propagation (being written).

@@ -1,0 +1,58 @@
+//! The `flor` command line (clap). One file per subcommand.
+
+use clap::{Parser, Subcommand};
+
+mod propagate;
+mod query;
+
+/// `flor`: read, query and replay a flordb project.
+#[derive(Debug, Parser)]
+#[command(name = "flor", version, about = "Query, replay and version ML metadata recorded with flordb")]
+pub struct Cli {
+    /// Project directory (default: the git repository containing the current directory).
+    #[arg(long, global = true, default_value = ".")]
+    pub project: std::path::PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pivot logged values into one table (one column per name).
+    Dataframe(query::DataframeArgs),
+    /// Run SQL over the tables `logs`, `loops`, `runs`, `versions`.
+    Sql(query::SqlArgs),
+    /// List runs.
+    Runs(query::ListArgs),
+    /// List code versions (git snapshots) of runs.
+    Versions(query::ListArgs),
+    /// Carry log statements from a new version of a script into an old one.
+    Propagate(propagate::PropagateArgs),
+}
+
+/// Runs the command line in `std::env::args`; returns the process exit code
+/// (0 success, 1 failure with a one-line reason on stderr, 2 usage error).
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Dataframe(a) => query::dataframe(&cli.project, a),
+        Command::Sql(a) => query::sql(&cli.project, a),
+        Command::Runs(a) => query::runs(&cli.project, a),
+        Command::Versions(a) => query::versions(&cli.project, a),
+        Command::Propagate(a) => propagate::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(msg) => {
+            eprintln!("flor: {msg}");
+            1
+        }
+    }
+}
