@@ -1,1 +1,2 @@
 //! The single integration-test binary of this crate; one module per area.
+mod propagate;

@@ -1,0 +1,1 @@
+//! Pivot and SQL tests (issue 3).

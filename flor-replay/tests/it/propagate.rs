@@ -1,0 +1,1 @@
+//! Propagation corpus tests (issue 6).

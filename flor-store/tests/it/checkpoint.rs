@@ -1,0 +1,1 @@
+//! Checkpoint store tests (issue 4).

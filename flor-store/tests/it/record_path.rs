@@ -1,0 +1,1 @@
+//! Record path tests: WAL, segments, recovery, versions (issue 2).
