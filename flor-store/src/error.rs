@@ -74,6 +74,15 @@ pub enum Error {
         /// The loop path.
         loop_path: String,
     },
+    /// Another process (or another open store in this process) holds the
+    /// run's checkpoint database: sled admits one process per database.
+    #[error("checkpoint database {path} of run {run} is open in another process (sled admits one process per database); close it there first")]
+    CheckpointLocked {
+        /// The run's file stem.
+        run: String,
+        /// The database directory.
+        path: PathBuf,
+    },
     /// sled failed.
     #[error("checkpoint database {path}: {detail}")]
     Sled {

@@ -1,1 +1,570 @@
-//! store (being written).
+//! The project store in `.flor/`: open (with recovery), the background run
+//! writer, seal, scan (DESIGN.md §6, docs/FORMAT.md).
+//!
+//! Concurrency: every writing process writes only files named after its own
+//! run and writer id, so any number of processes (pipeline stages, sweeps,
+//! replay workers) can write one project at once; readers trust only
+//! manifests, which are published last.
+
+use crate::error::IoContext;
+use crate::segment::{self, Manifest, RunData, RunStatus};
+use crate::wal::{self, Batch, RunMeta, RunSummary, WalEntry, WalWriter};
+use crate::{Error, Result};
+use arrow::array::RecordBatch;
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use flor_core::{LoopFrame, Record, RunKey, Source};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Contents of `.flor/.gitignore`: the WAL and checkpoints stay out of git;
+/// sealed segments and manifests go in.
+pub const FLOR_GITIGNORE: &str = "wal/\ncheckpoints/\n*.tmp.*\n";
+
+/// An open project store.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    flor_dir: PathBuf,
+    projid: String,
+    in_repo: bool,
+    recovered: Vec<Manifest>,
+    recovery_errors: Vec<Error>,
+}
+
+/// Everything sealed in a project, as Arrow batches per table.
+#[derive(Debug, Default, Clone)]
+pub struct Scan {
+    /// `logs` batches ([`crate::schema::logs`]).
+    pub logs: Vec<RecordBatch>,
+    /// `loops` batches ([`crate::schema::loops`]).
+    pub loops: Vec<RecordBatch>,
+    /// `runs` batches ([`crate::schema::runs`]).
+    pub runs: Vec<RecordBatch>,
+    /// Files that failed their checksum or did not decode: skipped, named here.
+    pub damaged: Vec<Arc<Error>>,
+}
+
+impl Scan {
+    /// Appends another scan's batches and damage reports.
+    pub fn extend(&mut self, other: Scan) {
+        self.logs.extend(other.logs);
+        self.loops.extend(other.loops);
+        self.runs.extend(other.runs);
+        self.damaged.extend(other.damaged);
+    }
+}
+
+/// Options of a [`RunWriter`].
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// How often pending records are appended to the WAL (default 100 ms):
+    /// a killed process loses at most this much.
+    pub flush_interval: Duration,
+    /// Records buffered before the logging thread hands a batch to the
+    /// writer thread itself (default 65,536); at most 4 such batches queue,
+    /// then the logging thread waits (bounded memory).
+    pub batch_records: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions { flush_interval: Duration::from_millis(100), batch_records: 1 << 16 }
+    }
+}
+
+impl Store {
+    /// Opens the store of the project containing `dir`.
+    ///
+    /// The project root is the enclosing git repository's work tree, or `dir`
+    /// itself outside a repository (reading needs no repository). Opening
+    /// recovers the WAL of every dead writer into a sealed, `interrupted` run
+    /// (see [`Store::recovered`]); it creates nothing when there is nothing
+    /// to recover.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `dir` does not exist. Recovery problems do not fail
+    /// the open; they are listed by [`Store::recovery_errors`].
+    pub fn open(dir: &Path) -> Result<Store> {
+        let dir = dir.canonicalize().at(dir)?;
+        let (root, in_repo) = match git2::Repository::discover(&dir) {
+            Ok(repo) => match repo.workdir() {
+                Some(w) => (w.canonicalize().at(w)?, true),
+                None => (dir.clone(), false),
+            },
+            Err(_) => (dir.clone(), false),
+        };
+        let projid = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+        let flor_dir = root.join(".flor");
+        let mut store = Store { root, flor_dir, projid, in_repo, recovered: Vec::new(), recovery_errors: Vec::new() };
+        store.recover();
+        Ok(store)
+    }
+
+    /// The project root (repository work tree).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/.flor`.
+    pub fn flor_dir(&self) -> &Path {
+        &self.flor_dir
+    }
+
+    /// The project id: the root directory's name.
+    pub fn projid(&self) -> &str {
+        &self.projid
+    }
+
+    /// Whether the root is a git work tree (required for recording).
+    pub fn in_repo(&self) -> bool {
+        self.in_repo
+    }
+
+    /// Runs recovered from dead writers' WALs by [`Store::open`].
+    pub fn recovered(&self) -> &[Manifest] {
+        &self.recovered
+    }
+
+    /// Problems met during recovery (a corrupt WAL is named here and kept
+    /// as `<name>.corrupt`; its intact prefix is still recovered).
+    pub fn recovery_errors(&self) -> &[Error] {
+        &self.recovery_errors
+    }
+
+    fn recover(&mut self) {
+        let wal_dir = self.flor_dir.join("wal");
+        let Ok(entries) = std::fs::read_dir(&wal_dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("wal") {
+                continue;
+            }
+            match self.recover_one(&path) {
+                Ok(Some(m)) => self.recovered.push(m),
+                Ok(None) => {}
+                Err(e) => self.recovery_errors.push(e),
+            }
+        }
+    }
+
+    fn recover_one(&self, path: &Path) -> Result<Option<Manifest>> {
+        let Some(file) = wal::claim(path)? else { return Ok(None) }; // its writer is alive
+        let rec = wal::read_wal(path, &file)?;
+        let Some(meta) = rec.meta else {
+            std::fs::remove_file(path).at(path)?; // torn before Begin: nothing acknowledged
+            return Ok(None);
+        };
+        let stem = meta.stem();
+        let manifest = if segment::manifest_path(&self.flor_dir, &stem).exists() {
+            None // sealed before the crash; only the WAL removal was lost
+        } else {
+            let data = RunData { meta, batch: rec.batch, summary: rec.summary };
+            let m = segment::seal(&self.flor_dir, &data, RunStatus::Interrupted, flor_core::run::now_micros())?;
+            Some(m)
+        };
+        if let Some((offset, detail)) = rec.corruption {
+            let kept = path.with_extension("wal.corrupt");
+            std::fs::rename(path, &kept).at(path)?;
+            return Err(Error::Corrupt { path: path.into(), offset, detail: format!("{detail}; the prefix before it was recovered, the file kept as {}", kept.display()) });
+        }
+        std::fs::remove_file(path).at(path)?;
+        drop(file);
+        Ok(manifest)
+    }
+
+    /// Reads every sealed segment (in parallel), verifying checksums. A
+    /// damaged file is skipped and reported in [`Scan::damaged`]; the rest
+    /// stays readable.
+    ///
+    /// # Errors
+    /// [`Error::Io`] only when the manifests directory exists but cannot be listed.
+    pub fn scan(&self) -> Result<Scan> {
+        let dir = self.flor_dir.join("manifests");
+        let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Scan::default()),
+            Err(e) => return Err(Error::Io { path: dir, source: e }),
+        };
+        paths.sort();
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8).min(paths.len().max(1));
+        let chunk = paths.len().div_ceil(threads).max(1);
+        let seg_dir = self.flor_dir.join("segments");
+        let parts: Vec<Scan> = std::thread::scope(|s| {
+            let handles: Vec<_> = paths
+                .chunks(chunk)
+                .map(|part| {
+                    let seg_dir = &seg_dir;
+                    s.spawn(move || {
+                        let mut out = Scan::default();
+                        for p in part {
+                            scan_manifest(p, seg_dir, &mut out);
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        let mut out = Scan::default();
+        for p in parts {
+            out.extend(p);
+        }
+        Ok(out)
+    }
+
+    /// All manifests, verified; damaged ones are returned as errors in the second list.
+    pub fn manifests(&self) -> (Vec<Manifest>, Vec<Error>) {
+        let dir = self.flor_dir.join("manifests");
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for p in rd.flatten().map(|e| e.path()) {
+                if p.extension().and_then(|e| e.to_str()) == Some("json") {
+                    match segment::read_manifest(&p) {
+                        Ok(m) => ok.push(m),
+                        Err(e) => bad.push(e),
+                    }
+                }
+            }
+        }
+        ok.sort_by_key(|m| (m.meta.key, m.meta.writer));
+        (ok, bad)
+    }
+
+    /// Starts a writer for a new run (`key = None`: a fresh [`RunKey`]) or,
+    /// with [`Source::Replay`], for records added to an existing run.
+    ///
+    /// Creates `.flor/` and its `.gitignore` on first use, then the WAL.
+    ///
+    /// # Errors
+    /// [`Error::NotARepository`] outside a git work tree; [`Error::Io`] when
+    /// `.flor/` or the WAL cannot be created.
+    pub fn begin_run(&self, filename: &str, source: Source, key: Option<RunKey>, opts: WriterOptions) -> Result<RunWriter> {
+        if !self.in_repo {
+            return Err(Error::NotARepository { path: self.root.clone() });
+        }
+        std::fs::create_dir_all(&self.flor_dir).at(&self.flor_dir)?;
+        let gi = self.flor_dir.join(".gitignore");
+        if !gi.exists() {
+            std::fs::write(&gi, FLOR_GITIGNORE).at(&gi)?;
+        }
+        let meta = RunMeta {
+            projid: self.projid.clone(),
+            filename: filename.to_owned(),
+            key: key.unwrap_or_default(),
+            source,
+            writer: RunKey::new().run_id,
+        };
+        RunWriter::start(self.flor_dir.clone(), meta, opts)
+    }
+}
+
+fn scan_manifest(path: &Path, seg_dir: &Path, out: &mut Scan) {
+    let m = match segment::read_manifest(path) {
+        Ok(m) => m,
+        Err(e) => return out.damaged.push(Arc::new(e)),
+    };
+    for f in &m.files {
+        match segment::read_segment(&seg_dir.join(&f.name), f) {
+            Ok(batches) => match f.table.as_str() {
+                "logs" => out.logs.extend(batches),
+                "loops" => out.loops.extend(batches),
+                "runs" => out.runs.extend(batches),
+                _ => {}
+            },
+            Err(e) => out.damaged.push(Arc::new(e)),
+        }
+    }
+}
+
+enum Cmd {
+    Flush(Sender<Result<()>>),
+    Snapshot(Sender<Result<RunData>>),
+    Seal(RunSummary, Sender<Result<Manifest>>),
+}
+
+/// State shared by the logging threads and the writer thread.
+#[derive(Debug)]
+struct Shared {
+    /// Records not yet handed to the writer thread, and when the oldest of
+    /// them was logged.
+    pending: Mutex<(Batch, Option<std::time::Instant>)>,
+    /// Full batches, sent while `pending` is locked so their order is kept.
+    data_tx: Sender<Batch>,
+    data_rx: Receiver<Batch>,
+    /// Batches sent and not yet written (for backpressure).
+    queued: AtomicUsize,
+    /// The flush interval: no acknowledged record waits longer for the WAL.
+    interval: Duration,
+}
+
+/// The most full batches that may wait for the writer thread before a
+/// logging thread waits (bounded memory).
+const MAX_QUEUED: usize = 4;
+
+/// The background writer of one run in this process.
+///
+/// Logging threads append to a pending [`Batch`] under a mutex; the writer
+/// thread appends it to the WAL every `flush_interval` (full batches are
+/// handed over earlier through a crossbeam channel) and keeps the run in
+/// memory until [`RunWriter::seal`]. Dropping a writer without sealing
+/// flushes the WAL and leaves it to be recovered as an interrupted run.
+#[derive(Debug)]
+pub struct RunWriter {
+    meta: RunMeta,
+    flor_dir: PathBuf,
+    shared: Arc<Shared>,
+    tx: Option<Sender<Cmd>>,
+    thread: Option<JoinHandle<()>>,
+    batch_records: usize,
+}
+
+impl RunWriter {
+    fn start(flor_dir: PathBuf, meta: RunMeta, opts: WriterOptions) -> Result<RunWriter> {
+        let wal = WalWriter::create(&flor_dir.join("wal"), &meta)?;
+        let (data_tx, data_rx) = unbounded();
+        let shared = Arc::new(Shared {
+            pending: Mutex::new((Batch::default(), None)),
+            data_tx,
+            data_rx,
+            queued: AtomicUsize::new(0),
+            interval: opts.flush_interval,
+        });
+        let (tx, rx) = bounded::<Cmd>(4);
+        let s2 = Arc::clone(&shared);
+        let data = RunData { meta: meta.clone(), batch: Batch::default(), summary: None };
+        let dir2 = flor_dir.clone();
+        let interval = opts.flush_interval;
+        let thread = std::thread::Builder::new()
+            .name("flor-wal".into())
+            .spawn(move || writer_loop(wal, data, &s2, rx, interval, dir2))
+            .map_err(|e| Error::Io { path: flor_dir.clone(), source: e })?;
+        Ok(RunWriter { meta, flor_dir, shared, tx: Some(tx), thread: Some(thread), batch_records: opts.batch_records.max(1) })
+    }
+
+    /// The run and writer identity.
+    pub fn meta(&self) -> &RunMeta {
+        &self.meta
+    }
+
+    /// `<root>/.flor`.
+    pub fn flor_dir(&self) -> &Path {
+        &self.flor_dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (Batch, Option<std::time::Instant>)> {
+        let mut g = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if g.1.is_none() {
+            g.1 = Some(std::time::Instant::now());
+        }
+        g
+    }
+
+    /// Appends a record (and, first, the name it uses when new).
+    ///
+    /// Durable against a process kill within `flush_interval`: when the
+    /// writer thread falls behind (records older than half the interval
+    /// still pending) or [`MAX_QUEUED`] full batches wait, the logging
+    /// thread hands its batch over and waits for the WAL to catch up, so a
+    /// caller that outruns the disk is slowed rather than exposed.
+    pub fn push(&self, new_name: Option<(u32, &str)>, record: Record) {
+        let wait_all = {
+            let mut g = self.lock();
+            let p = &mut g.0;
+            if let Some((id, n)) = new_name {
+                p.names.push((id, n.to_owned()));
+            }
+            p.records.push(record);
+            let n = p.records.len();
+            let full = n >= self.batch_records;
+            let stale = n % 1024 == 0 && g.1.is_some_and(|t| t.elapsed() >= self.shared.interval / 2);
+            if full || stale {
+                self.shared.queued.fetch_add(1, Ordering::AcqRel);
+                let _ = self.shared.data_tx.send(std::mem::take(&mut g.0));
+                g.1 = None;
+                Some(stale)
+            } else {
+                None
+            }
+        };
+        if let Some(stale) = wait_all {
+            let limit = if stale { 0 } else { MAX_QUEUED };
+            while self.shared.queued.load(Ordering::Acquire) > limit && self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+
+    /// Declares name `id` (sent before any record using it in this run).
+    pub fn push_name(&self, id: u32, name: &str) {
+        self.lock().0.names.push((id, name.to_owned()));
+    }
+
+    /// Records the start of a loop iteration.
+    pub fn push_frame(&self, frame: LoopFrame) {
+        self.lock().0.frames.push(frame);
+    }
+
+    /// Records the end of the iteration `ctx_id` after `seconds`.
+    pub fn push_frame_end(&self, ctx_id: u64, seconds: f64) {
+        self.lock().0.frame_ends.push((ctx_id, seconds));
+    }
+
+    fn ask<T>(&self, make: impl FnOnce(Sender<Result<T>>) -> Cmd) -> Result<T> {
+        let gone = || Error::Poisoned("the WAL writer thread has stopped".into());
+        let tx = self.tx.as_ref().ok_or_else(gone)?;
+        let (rtx, rrx) = bounded(1);
+        tx.send(make(rtx)).map_err(|_| gone())?;
+        rrx.recv().map_err(|_| gone())?
+    }
+
+    /// Writes everything pending to the WAL and fsyncs it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] / [`Error::Poisoned`] when the WAL cannot be written.
+    pub fn flush(&self) -> Result<()> {
+        self.ask(Cmd::Flush)
+    }
+
+    /// Everything this writer holds so far (for the process's own queries of
+    /// not-yet-sealed records).
+    ///
+    /// # Errors
+    /// As [`RunWriter::flush`].
+    pub fn snapshot(&self) -> Result<RunData> {
+        self.ask(Cmd::Snapshot)
+    }
+
+    /// Seals the run: segments, then the manifest, then the WAL is removed.
+    /// Consumes the writer.
+    ///
+    /// # Errors
+    /// [`Error::Io`] / [`Error::Format`] naming the file; the WAL then stays
+    /// and the run is recovered as interrupted on the next open.
+    pub fn seal(mut self, summary: RunSummary) -> Result<Manifest> {
+        let r = self.ask(|tx| Cmd::Seal(summary, tx));
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        r
+    }
+}
+
+impl Drop for RunWriter {
+    fn drop(&mut self) {
+        self.tx = None; // the thread flushes what is pending and exits, leaving the WAL
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Everything handed over so far, in logging order: the full batches sent
+/// (all sent while `pending` was locked, so before what is pending now), then
+/// what is pending. The second value counts the sent batches, to be
+/// subtracted from `queued` once written.
+fn drain(shared: &Shared) -> (Vec<Batch>, usize) {
+    let mut p = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out: Vec<Batch> = shared.data_rx.try_iter().collect();
+    let sent = out.len();
+    out.push(std::mem::take(&mut p.0));
+    p.1 = None;
+    (out, sent)
+}
+
+struct Sink {
+    wal: WalWriter,
+    data: RunData,
+    failed: Option<String>,
+}
+
+impl Sink {
+    /// Writes `batches` to the WAL, then marks `sent` queued batches done.
+    fn write(&mut self, (batches, sent): (Vec<Batch>, usize), shared: &Shared) -> Result<()> {
+        let r = self.write_all(batches);
+        shared.queued.fetch_sub(sent, Ordering::AcqRel);
+        r
+    }
+
+    fn write_all(&mut self, batches: Vec<Batch>) -> Result<()> {
+        if let Some(f) = &self.failed {
+            return Err(Error::Poisoned(f.clone()));
+        }
+        for b in batches {
+            if b.is_empty() {
+                continue;
+            }
+            let entry = WalEntry::Batch(b);
+            let r = self.wal.append(&entry);
+            let WalEntry::Batch(b) = entry else { continue };
+            if let Err(e) = r {
+                self.failed = Some(e.to_string());
+                return Err(e);
+            }
+            self.data.batch.extend(b);
+        }
+        Ok(())
+    }
+}
+
+fn writer_loop(wal: WalWriter, data: RunData, shared: &Shared, rx: Receiver<Cmd>, interval: Duration, flor_dir: PathBuf) {
+    let mut sink = Sink { wal, data, failed: None };
+    let mut last_drain = std::time::Instant::now();
+    loop {
+        if last_drain.elapsed() >= interval / 2 {
+            let _ = sink.write(drain(shared), shared);
+            last_drain = std::time::Instant::now();
+        }
+        // Drain twice per interval so a record waits at most one interval.
+        let wait = (interval / 2).saturating_sub(last_drain.elapsed());
+        let cmd = crossbeam_channel::select! {
+            recv(rx) -> c => c.ok(),
+            recv(shared.data_rx) -> b => {
+                // Put it back in front by writing it now: nothing sent later can
+                // precede it, and `drain` takes the rest in order.
+                if let Ok(b) = b {
+                    let _ = sink.write((vec![b], 1), shared);
+                }
+                continue;
+            },
+            default(wait) => continue,
+        };
+        let Some(cmd) = cmd else {
+            let _ = sink.write(drain(shared), shared);
+            let _ = sink.wal.sync();
+            return;
+        };
+        match cmd {
+            Cmd::Flush(reply) => {
+                let r = sink.write(drain(shared), shared).and_then(|()| sink.wal.sync());
+                let _ = reply.send(r);
+            }
+            Cmd::Snapshot(reply) => {
+                let r = sink.write(drain(shared), shared).map(|()| sink.data.clone());
+                let _ = reply.send(r);
+            }
+            Cmd::Seal(summary, reply) => {
+                let r = (|| {
+                    sink.write(drain(shared), shared)?;
+                    sink.wal.append(&WalEntry::Summary(summary.clone()))?;
+                    sink.wal.sync()?;
+                    sink.data.summary = Some(summary);
+                    segment::seal(&flor_dir, &sink.data, RunStatus::Committed, flor_core::run::now_micros())
+                })();
+                if r.is_ok() {
+                    let Sink { wal, .. } = sink;
+                    let _ = wal.remove();
+                }
+                let _ = reply.send(r);
+                return;
+            }
+        }
+    }
+}

@@ -1,1 +1,8 @@
-//! The single integration-test binary of this crate; one module per area.
+//! The single integration-test binary of the `flordb` crate; one module per area.
+//!
+//! Tests that need a real child process re-execute this binary with
+//! `FLOR_TEST_CHILD` set, running only `child::entry`.
+
+mod child;
+mod common;
+mod record;
