@@ -10,7 +10,7 @@
 use crate::run::splitmix64;
 use crate::{Error, Result, Value};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// Where a record came from, stored in the `source` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -75,7 +75,7 @@ struct Level {
 pub struct Recorder {
     stack: Vec<Level>,
     names: Vec<String>,
-    index: HashMap<String, NameId>,
+    index: FxHashMap<String, NameId>,
 }
 
 /// Derives a frame's `ctx_id` from its parent, loop name and iteration.

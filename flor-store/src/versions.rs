@@ -328,8 +328,26 @@ pub fn list(root: &Path) -> Result<RecordBatch> {
     RecordBatch::try_new(versions_schema(), cols).map_err(|e| Error::Format { path: PathBuf::from("versions"), detail: e.to_string() })
 }
 
+/// The bytes of `path` (relative to the repository root) in the snapshot
+/// `commit_id`, read from git objects.
+///
+/// # Errors
+/// [`Error::Git`] when the commit or the path does not exist there.
+pub fn read_file(root: &Path, commit_id: &str, path: &str) -> Result<Vec<u8>> {
+    let repo = open_repo(root)?;
+    let oid = Oid::from_str(commit_id).map_err(git_err(root))?;
+    let tree = repo.find_commit(oid).and_then(|c| c.tree()).map_err(git_err(root))?;
+    let entry = tree.get_path(Path::new(path)).map_err(|e| Error::Git {
+        path: root.to_path_buf(),
+        detail: format!("{path} is not in snapshot {commit_id}: {}", e.message()),
+    })?;
+    let blob = repo.find_blob(entry.id()).map_err(git_err(root))?;
+    Ok(blob.content().to_vec())
+}
+
 /// Writes the tree of `commit_id` into `dest` (a fresh directory) from git
-/// objects, without checking anything out in the user's repository.
+/// objects, without checking anything out in the user's repository. The
+/// snapshot's `.flor/` is left out (the store stays where it is).
 ///
 /// # Errors
 /// [`Error::Git`] for an unknown commit; [`Error::Io`] when `dest` cannot be written.
@@ -340,6 +358,9 @@ pub fn materialize(root: &Path, commit_id: &str, dest: &Path) -> Result<()> {
     let mut failure: Option<Error> = None;
     tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
         let Ok(name) = entry.name() else { return git2::TreeWalkResult::Skip };
+        if dir.is_empty() && name == ".flor" {
+            return git2::TreeWalkResult::Skip;
+        }
         let path = dest.join(dir).join(name);
         let r = match entry.kind() {
             Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(|e| Error::Io { path: path.clone(), source: e }),
