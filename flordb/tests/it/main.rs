@@ -5,4 +5,5 @@
 
 mod child;
 mod common;
+mod query_cli;
 mod record;

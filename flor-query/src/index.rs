@@ -1,0 +1,298 @@
+//! In-memory indexes over the scanned batches, built once per context: the
+//! runs (ordered by `tstamp`, then `run_id`), the run of every `logs` row,
+//! and the deduplicated loop frames with their parent links.
+//!
+//! A frame is identified by `(run, ctx_id)`; the same frame may be stored in
+//! several segments (the forward run and each replay of it) and is kept once.
+
+use crate::error::{Error, Result};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// "No row / no frame / no value" in the `u32` index columns.
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Loops nested deeper than this are treated as broken chains (a parent
+/// cycle can only come from damaged data).
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// A hasher for keys that are already well mixed (`ctx_id`s) or small
+/// integers: one multiply-rotate per word.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(26) ^ i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.write_u64(i as u64);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+/// A `HashMap` with [`FastHasher`].
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// Runs, ordered by `(tstamp, run_id)`: index `i` is run `i` everywhere.
+#[derive(Debug, Default)]
+pub(crate) struct Runs {
+    pub tstamp: Vec<i64>,
+    pub run_id: Vec<String>,
+    pub projid: Vec<String>,
+    pub filename: Vec<String>,
+}
+
+/// Assigns provisional run numbers while batches are read.
+#[derive(Default)]
+struct RunInterner {
+    by_tstamp: FastMap<i64, Vec<(String, u32)>>,
+    runs: Runs,
+}
+
+impl RunInterner {
+    fn intern(&mut self, tstamp: i64, run_id: &str, projid: &str, filename: &str) -> u32 {
+        let slot = self.by_tstamp.entry(tstamp).or_default();
+        if let Some((_, id)) = slot.iter().find(|(r, _)| r == run_id) {
+            return *id;
+        }
+        let id = self.runs.tstamp.len() as u32;
+        slot.push((run_id.to_owned(), id));
+        self.runs.tstamp.push(tstamp);
+        self.runs.run_id.push(run_id.to_owned());
+        self.runs.projid.push(projid.to_owned());
+        self.runs.filename.push(filename.to_owned());
+        id
+    }
+
+    /// The run number of every row of a batch with the key columns.
+    fn batch(&mut self, table: &'static str, b: &RecordBatch) -> Result<Vec<u32>> {
+        let projid = str_col(table, b, "projid")?;
+        let tstamp = b
+            .column_by_name("tstamp")
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+            .ok_or_else(|| missing(table, "tstamp"))?;
+        let run_id = str_col(table, b, "run_id")?;
+        let filename = str_col(table, b, "filename")?;
+        let mut out = Vec::with_capacity(b.num_rows());
+        let mut last: Option<(i64, usize, u32)> = None; // (tstamp, row, run) of the previous row
+        for i in 0..b.num_rows() {
+            let t = tstamp.value(i);
+            if let Some((lt, lrow, lrun)) = last {
+                if lt == t && run_id.value(lrow) == run_id.value(i) {
+                    out.push(lrun);
+                    continue;
+                }
+            }
+            let r = self.intern(t, run_id.value(i), projid.value(i), filename.value(i));
+            last = Some((t, i, r));
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// Sorts the runs; returns them and the map from provisional to final number.
+    fn finish(self) -> (Runs, Vec<u32>) {
+        let r = self.runs;
+        let mut order: Vec<u32> = (0..r.tstamp.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            (r.tstamp[a as usize], &r.run_id[a as usize]).cmp(&(r.tstamp[b as usize], &r.run_id[b as usize]))
+        });
+        let mut remap = vec![0u32; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            remap[old as usize] = new as u32;
+        }
+        let pick = |v: &Vec<String>| order.iter().map(|&o| v[o as usize].clone()).collect();
+        let runs = Runs {
+            tstamp: order.iter().map(|&o| r.tstamp[o as usize]).collect(),
+            run_id: pick(&r.run_id),
+            projid: pick(&r.projid),
+            filename: pick(&r.filename),
+        };
+        (runs, remap)
+    }
+}
+
+/// Deduplicated loop frames, one entry per `(run, ctx_id)`.
+#[derive(Debug, Default)]
+pub(crate) struct Frames {
+    pub run: Vec<u32>,
+    pub ctx: Vec<u64>,
+    /// The enclosing frame, or [`NONE`] for an outermost loop (or a parent
+    /// that was never stored).
+    pub parent: Vec<u32>,
+    /// The loop column this frame fills (see [`Frames::cols`]).
+    pub col: Vec<u32>,
+    /// 0-based iteration.
+    pub iteration: Vec<i64>,
+    /// Index into [`Frames::values`], or [`NONE`] when the iterated value
+    /// equals the index.
+    pub value: Vec<u32>,
+    /// Distinct iterated values (`loop_value`).
+    pub values: Vec<String>,
+    /// Loop columns: `(loop name, occurrence)`, where occurrence counts the
+    /// enclosing frames of the same loop name (0 for all but recursive loops).
+    pub cols: Vec<(String, u32)>,
+    /// Where each frame's kept copy is stored: `(loops batch, row)`.
+    pub origin: Vec<(u32, u32)>,
+    lookup: FastMap<(u32, u64), u32>,
+}
+
+impl Frames {
+    /// The frame `(run, ctx_id)`, if stored.
+    pub fn find(&self, run: u32, ctx: u64) -> Option<u32> {
+        self.lookup.get(&(run, ctx)).copied()
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.run.len()
+    }
+
+    /// Whether any frame was stored more than once (the `loops` table then
+    /// needs the deduplicated rows).
+    pub fn deduplicated_from(&self, stored: usize) -> bool {
+        stored != self.len()
+    }
+}
+
+/// Everything the pivot needs besides the `logs` batches themselves.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pub runs: Runs,
+    /// For each `logs` batch, the run of each row.
+    pub log_runs: Vec<Vec<u32>>,
+    pub frames: Frames,
+}
+
+pub(crate) fn missing(table: &'static str, column: &str) -> Error {
+    Error::Table { table, detail: format!("column {column:?} is missing or has the wrong type") }
+}
+
+pub(crate) fn str_col<'a>(table: &'static str, b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| missing(table, name))
+}
+
+impl Index {
+    /// Builds the index over conformed `logs` and `loops` batches.
+    pub fn build(logs: &[RecordBatch], loops: &[RecordBatch]) -> Result<Index> {
+        let mut interner = RunInterner::default();
+        let mut log_runs = logs.iter().map(|b| interner.batch("logs", b)).collect::<Result<Vec<_>>>()?;
+        let loop_runs = loops.iter().map(|b| interner.batch("loops", b)).collect::<Result<Vec<_>>>()?;
+        let (runs, remap) = interner.finish();
+        for v in &mut log_runs {
+            for r in v.iter_mut() {
+                *r = remap[*r as usize];
+            }
+        }
+        let mut frames = Frames::default();
+        let mut p_ctx: Vec<u64> = Vec::new();
+        let mut has_duration: Vec<bool> = Vec::new();
+        let mut names: HashMap<String, u32> = HashMap::new();
+        let mut name_of: Vec<u32> = Vec::new();
+        let mut value_ids: HashMap<String, u32> = HashMap::new();
+        for (bi, (b, rs)) in loops.iter().zip(&loop_runs).enumerate() {
+            let ctx = b.column_by_name("ctx_id").and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(|| missing("loops", "ctx_id"))?;
+            let pctx = b.column_by_name("p_ctx_id").and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(|| missing("loops", "p_ctx_id"))?;
+            let it = b.column_by_name("iteration").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| missing("loops", "iteration"))?;
+            let dur = b.column_by_name("duration_s").and_then(|c| c.as_primitive_opt::<Float64Type>()).ok_or_else(|| missing("loops", "duration_s"))?;
+            let lname = str_col("loops", b, "loop_name")?;
+            let lval = str_col("loops", b, "loop_value")?;
+            let mut last_name: Option<(usize, u32)> = None;
+            for i in 0..b.num_rows() {
+                let run = remap[rs[i] as usize];
+                let key = (run, ctx.value(i));
+                let dur_ok = dur.is_valid(i);
+                if let Some(&f) = frames.lookup.get(&key) {
+                    // Keep the copy that knows its duration (the forward one).
+                    if dur_ok && !has_duration[f as usize] {
+                        frames.origin[f as usize] = (bi as u32, i as u32);
+                        has_duration[f as usize] = true;
+                    }
+                    continue;
+                }
+                let name_id = match last_name {
+                    Some((row, id)) if lname.value(row) == lname.value(i) => id,
+                    _ => {
+                        let n = lname.value(i);
+                        let next = names.len() as u32;
+                        let id = *names.entry(n.to_owned()).or_insert(next);
+                        last_name = Some((i, id));
+                        id
+                    }
+                };
+                let value = if lval.is_valid(i) {
+                    let v = lval.value(i);
+                    let next = frames.values.len() as u32;
+                    let id = *value_ids.entry(v.to_owned()).or_insert(next);
+                    if id == next {
+                        frames.values.push(v.to_owned());
+                    }
+                    id
+                } else {
+                    NONE
+                };
+                let f = frames.run.len() as u32;
+                frames.lookup.insert(key, f);
+                frames.run.push(run);
+                frames.ctx.push(ctx.value(i));
+                frames.iteration.push(it.value(i));
+                frames.value.push(value);
+                frames.origin.push((bi as u32, i as u32));
+                p_ctx.push(pctx.value(i));
+                has_duration.push(dur_ok);
+                name_of.push(name_id);
+            }
+        }
+        // Parents.
+        frames.parent = (0..frames.len())
+            .map(|f| match p_ctx[f] {
+                flor_core::recorder::RUN_LEVEL_CTX => NONE,
+                p => frames.find(frames.run[f], p).unwrap_or(NONE),
+            })
+            .collect();
+        // Columns: (loop name, occurrence among ancestors).
+        let mut name_text: Vec<&str> = vec![""; names.len()];
+        for (n, &id) in &names {
+            name_text[id as usize] = n;
+        }
+        let mut col_ids: HashMap<(u32, u32), u32> = HashMap::new();
+        let mut cols: Vec<(String, u32)> = Vec::new();
+        frames.col = (0..frames.len())
+            .map(|f| {
+                let mut occurrence = 0u32;
+                let mut p = frames.parent[f];
+                let mut steps = 0;
+                while p != NONE && steps < MAX_DEPTH {
+                    if name_of[p as usize] == name_of[f] {
+                        occurrence += 1;
+                    }
+                    p = frames.parent[p as usize];
+                    steps += 1;
+                }
+                let key = (name_of[f], occurrence);
+                *col_ids.entry(key).or_insert_with(|| {
+                    cols.push((name_text[key.0 as usize].to_owned(), occurrence));
+                    (cols.len() - 1) as u32
+                })
+            })
+            .collect();
+        frames.cols = cols;
+        Ok(Index { runs, log_runs, frames })
+    }
+}

@@ -1,0 +1,307 @@
+//! Typed access to `logs` batches and the Arrow output of the pivots.
+//!
+//! Output shape (DESIGN.md §5): `projid, tstamp, filename, source`, one
+//! `Int64` column per loop (0-based iteration) followed by `<loop>_value`
+//! (`Utf8`) when some iterated value differs from its index, then one column
+//! per name. A name's column keeps the type of its values: `Int64`,
+//! `Float64` (also for a mix of ints and floats), `Boolean`, or `Utf8` (str,
+//! json, repr, and any other mix, written as text). Every name column
+//! carries the field metadata `flor.name` (the exact name) and
+//! `flor.value_type` (its value types, comma-separated); a mix of types adds
+//! `flor.mixed_types`.
+
+use crate::error::{arrow_err, Result};
+use crate::index::{missing, str_col, Index, NONE};
+use crate::pivot::{row_source, Joined, Selected, FORWARD, REPLAY};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array, Int64Builder,
+    RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray, UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, UInt64Type};
+use flor_core::ValueType;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault};
+use std::sync::Arc;
+
+/// Field metadata key: the exact logged name of a name column.
+pub const META_NAME: &str = "flor.name";
+/// Field metadata key: the value types of a name column (`int`, `float`,
+/// `bool`, `str`, `json`, `repr`; comma-separated when several).
+pub const META_VALUE_TYPE: &str = "flor.value_type";
+/// Field metadata key, present only when a name's values have more than one
+/// type: the types, comma-separated (e.g. `int,str`).
+pub const META_MIXED_TYPES: &str = "flor.mixed_types";
+
+/// The typed columns of one `logs` batch.
+#[derive(Debug)]
+pub(crate) struct LogCols<'a> {
+    pub value_name: &'a StringArray,
+    pub ctx_id: &'a UInt64Array,
+    pub seq: &'a UInt64Array,
+    pub value_type: &'a StringArray,
+    pub int: &'a Int64Array,
+    pub float: &'a Float64Array,
+    pub boolean: &'a BooleanArray,
+    pub text: &'a StringArray,
+    pub source: &'a StringArray,
+}
+
+impl<'a> LogCols<'a> {
+    /// Borrows the columns of a conformed `logs` batch.
+    pub fn new(b: &'a RecordBatch) -> Result<LogCols<'a>> {
+        let prim = |n: &'static str| b.column_by_name(n).ok_or_else(|| missing("logs", n));
+        Ok(LogCols {
+            value_name: str_col("logs", b, "value_name")?,
+            ctx_id: prim("ctx_id")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| missing("logs", "ctx_id"))?,
+            seq: prim("seq")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| missing("logs", "seq"))?,
+            value_type: str_col("logs", b, "value_type")?,
+            int: prim("value_int")?.as_primitive_opt::<Int64Type>().ok_or_else(|| missing("logs", "value_int"))?,
+            float: prim("value_float")?.as_primitive_opt::<Float64Type>().ok_or_else(|| missing("logs", "value_float"))?,
+            boolean: prim("value_bool")?.as_boolean_opt().ok_or_else(|| missing("logs", "value_bool"))?,
+            text: str_col("logs", b, "value_text")?,
+            source: str_col("logs", b, "source")?,
+        })
+    }
+
+    /// [`FORWARD`] or [`REPLAY`].
+    pub fn source_bits(&self, i: usize) -> u8 {
+        if self.source.value(i) == "replay" {
+            REPLAY
+        } else {
+            FORWARD
+        }
+    }
+
+    /// The value of row `i`, `None` when its typed column is null (damaged
+    /// data). An unknown `value_type` reads as `repr` text.
+    fn value(&self, i: usize) -> Option<Cell<'a>> {
+        let t = ValueType::parse(self.value_type.value(i)).unwrap_or(ValueType::Repr);
+        let ok = |a: &dyn Array| a.is_valid(i);
+        Some(match t {
+            ValueType::Int if ok(self.int) => Cell::Int(self.int.value(i)),
+            ValueType::Float if ok(self.float) => Cell::Float(self.float.value(i)),
+            ValueType::Bool if ok(self.boolean) => Cell::Bool(self.boolean.value(i)),
+            ValueType::Str | ValueType::Json | ValueType::Repr if ok(self.text) => Cell::Text(t, self.text.value(i)),
+            _ => return None,
+        })
+    }
+}
+
+/// One logged value, borrowed from its batch.
+#[derive(Debug, Clone, Copy)]
+enum Cell<'a> {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Text(ValueType, &'a str),
+}
+
+impl Cell<'_> {
+    fn kind(&self) -> ValueType {
+        match self {
+            Cell::Int(_) => ValueType::Int,
+            Cell::Float(_) => ValueType::Float,
+            Cell::Bool(_) => ValueType::Bool,
+            Cell::Text(t, _) => *t,
+        }
+    }
+
+    /// Exact equality (floats by bits).
+    fn same(&self, o: &Cell<'_>) -> bool {
+        match (self, o) {
+            (Cell::Int(a), Cell::Int(b)) => a == b,
+            (Cell::Float(a), Cell::Float(b)) => a.to_bits() == b.to_bits(),
+            (Cell::Bool(a), Cell::Bool(b)) => a == b,
+            (Cell::Text(s, a), Cell::Text(t, b)) => s == t && a == b,
+            _ => false,
+        }
+    }
+
+    fn hash(&self) -> u64 {
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        match self {
+            Cell::Int(a) => h.hash_one((1u8, a)),
+            Cell::Float(a) => h.hash_one((2u8, a.to_bits())),
+            Cell::Bool(a) => h.hash_one((3u8, a)),
+            Cell::Text(t, a) => h.hash_one((*t as u8, a)),
+        }
+    }
+
+    /// Text form for mixed-type columns (Python's `str()` conventions).
+    fn text(&self) -> String {
+        match self {
+            Cell::Int(v) => v.to_string(),
+            Cell::Float(v) => flor_core::value::format_float(*v),
+            Cell::Bool(v) => if *v { "True" } else { "False" }.to_owned(),
+            Cell::Text(_, s) => (*s).to_owned(),
+        }
+    }
+}
+
+fn cell<'a>(logs: &[LogCols<'a>], sel: &Selected, r: u32) -> Option<Cell<'a>> {
+    let r = r as usize;
+    logs.get(sel.batch[r] as usize)?.value(sel.row[r] as usize)
+}
+
+/// Whether records `a` and `b` hold the same value (type and content).
+pub(crate) fn same_value(logs: &[LogCols<'_>], sel: &Selected, a: u32, b: u32) -> bool {
+    match (cell(logs, sel, a), cell(logs, sel, b)) {
+        (Some(x), Some(y)) => x.same(&y),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// A hash of record `r`'s value consistent with [`same_value`].
+pub(crate) fn value_hash(logs: &[LogCols<'_>], sel: &Selected, r: u32) -> u64 {
+    cell(logs, sel, r).map_or(0, |c| c.hash())
+}
+
+fn source_label(bits: u8) -> &'static str {
+    match bits {
+        REPLAY => "replay",
+        b if b == FORWARD | REPLAY => "forward+replay",
+        _ => "forward",
+    }
+}
+
+/// Makes `label` unique among `used` by appending `_2`, `_3`, … .
+fn unique(used: &mut HashSet<String>, label: String) -> String {
+    let mut l = label.clone();
+    let mut k = 2;
+    while used.contains(&l) {
+        l = format!("{label}_{k}");
+        k += 1;
+    }
+    used.insert(l.clone());
+    l
+}
+
+/// The column of name `i` over `rows`, typed as described in the module docs.
+fn name_column(logs: &[LogCols<'_>], sel: &Selected, vals: &[u32], rows: &[u32]) -> (ArrayRef, DataType, Vec<ValueType>) {
+    let get = |row: u32| {
+        let r = vals[row as usize];
+        if r == NONE {
+            None
+        } else {
+            cell(logs, sel, r)
+        }
+    };
+    let mut kinds: Vec<ValueType> = Vec::new();
+    for &row in rows {
+        if let Some(c) = get(row) {
+            let k = c.kind();
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+    }
+    kinds.sort_by_key(|k| *k as u8);
+    let numeric = kinds.iter().all(|k| matches!(k, ValueType::Int | ValueType::Float));
+    match kinds.as_slice() {
+        [ValueType::Int] => {
+            let mut b = Int64Builder::with_capacity(rows.len());
+            for &row in rows {
+                match get(row) {
+                    Some(Cell::Int(v)) => b.append_value(v),
+                    _ => b.append_null(),
+                }
+            }
+            (Arc::new(b.finish()), DataType::Int64, kinds)
+        }
+        [_, ..] if numeric => {
+            let mut b = Float64Builder::with_capacity(rows.len());
+            for &row in rows {
+                match get(row) {
+                    Some(Cell::Float(v)) => b.append_value(v),
+                    Some(Cell::Int(v)) => b.append_value(v as f64),
+                    _ => b.append_null(),
+                }
+            }
+            (Arc::new(b.finish()), DataType::Float64, kinds)
+        }
+        [ValueType::Bool] => {
+            let mut b = BooleanBuilder::with_capacity(rows.len());
+            for &row in rows {
+                match get(row) {
+                    Some(Cell::Bool(v)) => b.append_value(v),
+                    _ => b.append_null(),
+                }
+            }
+            (Arc::new(b.finish()), DataType::Boolean, kinds)
+        }
+        _ => {
+            let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 8);
+            for &row in rows {
+                match get(row) {
+                    Some(Cell::Text(_, s)) => b.append_value(s),
+                    Some(c) => b.append_value(c.text()),
+                    None => b.append_null(),
+                }
+            }
+            (Arc::new(b.finish()), DataType::Utf8, kinds)
+        }
+    }
+}
+
+/// Builds the output batch of `rows` (row numbers of `j`, in output order);
+/// `names[i]` labels `j.vals[i]`.
+pub(crate) fn build(
+    index: &Index,
+    logs: &[LogCols<'_>],
+    sel: &Selected,
+    j: &Joined,
+    rows: &[u32],
+    names: &[&str],
+) -> Result<RecordBatch> {
+    let runs = &index.runs;
+    let frames = &index.frames;
+    let mut used: HashSet<String> = HashSet::new();
+    let mut fields: Vec<Field> = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    let run_of = |row: &u32| j.run[*row as usize] as usize;
+    for (label, dt) in [("projid", DataType::Utf8), ("tstamp", DataType::Timestamp(TimeUnit::Microsecond, None)), ("filename", DataType::Utf8), ("source", DataType::Utf8)] {
+        used.insert(label.to_owned());
+        fields.push(Field::new(label, dt, false));
+    }
+    cols.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|r| runs.projid[run_of(r)].as_str()))));
+    cols.push(Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| runs.tstamp[run_of(r)]))));
+    cols.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|r| runs.filename[run_of(r)].as_str()))));
+    cols.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|&r| source_label(row_source(sel, j, r as usize))))));
+    for (slot, &c) in j.cols.iter().enumerate() {
+        let (name, occurrence) = &frames.cols[c as usize];
+        let base = if *occurrence == 0 { name.clone() } else { format!("{name}_{occurrence}") };
+        let label = unique(&mut used, base.clone());
+        let d = &j.dims[slot];
+        let it: Int64Array = rows.iter().map(|&r| (d[r as usize] != NONE).then(|| frames.iteration[d[r as usize] as usize])).collect();
+        fields.push(Field::new(label, DataType::Int64, true));
+        cols.push(Arc::new(it));
+        if rows.iter().any(|&r| d[r as usize] != NONE && frames.value[d[r as usize] as usize] != NONE) {
+            let vals: StringArray = rows
+                .iter()
+                .map(|&r| {
+                    let f = d[r as usize];
+                    if f == NONE {
+                        return None;
+                    }
+                    let v = frames.value[f as usize];
+                    Some(if v == NONE { frames.iteration[f as usize].to_string() } else { frames.values[v as usize].clone() })
+                })
+                .collect();
+            fields.push(Field::new(unique(&mut used, format!("{base}_value")), DataType::Utf8, true));
+            cols.push(Arc::new(vals));
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        let Some(vals) = j.vals.get(i) else { continue };
+        let (array, dt, kinds) = name_column(logs, sel, vals, rows);
+        let types = kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",");
+        let mut meta = HashMap::from([(META_NAME.to_owned(), (*name).to_owned()), (META_VALUE_TYPE.to_owned(), types.clone())]);
+        if kinds.len() > 1 {
+            meta.insert(META_MIXED_TYPES.to_owned(), types);
+        }
+        fields.push(Field::new(unique(&mut used, (*name).to_owned()), dt, true).with_metadata(meta));
+        cols.push(array);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(arrow_err("the dataframe"))
+}
