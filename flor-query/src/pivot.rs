@@ -15,11 +15,11 @@
 //! row's `source` then reads `forward+replay`.
 
 use crate::error::Result;
-use crate::index::{FastMap, Index, NONE};
+use crate::index::{FastHasher, FastMap, Index, NONE};
 use crate::output::{self, LogCols};
 use datafusion::arrow::array::RecordBatch;
 use std::cmp::Ordering;
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::Hasher;
 
 /// Source bits of a row: which sources its values came from.
 pub(crate) const FORWARD: u8 = 1;
@@ -222,15 +222,15 @@ fn join(index: &Index, sel: &Selected, left: Joined, recs: &[u32], rcols: &[u32]
         .enumerate()
         .filter_map(|(j, c)| (rpos[*c as usize] != NONE).then_some((j, rpos[*c as usize] as usize)))
         .collect();
-    let hasher = BuildHasherDefault::<crate::index::FastHasher>::default();
     let key_hash = |run: u32, frames: &mut dyn Iterator<Item = u32>| -> u64 {
-        let mut parts: Vec<u64> = vec![u64::from(run)];
+        let mut h = FastHasher::default();
+        h.write_u32(run);
         for fr in frames {
             let (a, b) = frame_hash(index, fr);
-            parts.push(a);
-            parts.push(b);
+            h.write_u64(a);
+            h.write_u64(b);
         }
-        hasher.hash_one(&parts)
+        h.finish()
     };
     // Build side: the right records, chained per key hash.
     let mut head: FastMap<u64, u32> = FastMap::default();
