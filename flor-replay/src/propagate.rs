@@ -1,1 +1,0 @@
-//! Statement propagation (being written).

@@ -1,0 +1,27 @@
+from dataclasses import dataclass
+
+import flordb as flor
+
+
+def timed(fn):
+    return fn
+
+
+@dataclass
+class Trainer:
+    lr: float = 0.1
+    epochs: int = 3
+
+    @staticmethod
+    def step(x):
+        return x * 0.5
+
+    def fit(self, data):
+        for epoch in flor.loop("epoch", range(self.epochs)):
+            total = 0.0
+            for x in data:
+                total += self.step(x)
+            flor.log("total", total)
+
+
+Trainer().fit([1.0, 2.0, 3.0])

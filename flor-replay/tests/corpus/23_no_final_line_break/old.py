@@ -1,0 +1,4 @@
+import flordb as flor
+
+x = load()
+y = model(x)

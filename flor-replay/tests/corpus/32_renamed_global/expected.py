@@ -1,0 +1,15 @@
+import flordb as flor
+
+top = 0.0
+
+
+def update(acc):
+    global top
+    if acc > top:
+        top = acc
+    flor.log("best_acc", top)
+    return top
+
+
+for epoch in flor.loop("epoch", range(5)):
+    update(evaluate(epoch))
