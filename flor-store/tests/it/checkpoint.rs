@@ -1,1 +1,439 @@
-//! Checkpoint store tests (issue 4).
+//! Checkpoint store tests (issue 4): round trips, deduplication, damage,
+//! garbage collection, the `checkpoints` table; the kill -9 test is in
+//! `checkpoint/crash.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod crash;
+
+use flor_store::arrow::util::pretty::pretty_format_batches;
+use flor_store::checkpoint::{
+    checkpoints_table, loop_path_text, CheckpointOptions, CheckpointStore, Chunking,
+};
+use flor_store::Error;
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+
+pub(crate) const RUN: &str = "1700000000000000-00000000deadbeef";
+
+pub(crate) fn at(pairs: &[(&str, i64)]) -> Vec<(String, i64)> {
+    pairs.iter().map(|(n, i)| (n.to_string(), *i)).collect()
+}
+
+/// `len` bytes from `seed`: incompressible (SplitMix64) when `random`,
+/// otherwise runs of repeated bytes that zstd compresses well.
+pub(crate) fn bytes(seed: u64, len: usize, random: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut x = seed;
+    while out.len() < len {
+        x = flor_core::run::splitmix64(x);
+        if random {
+            out.extend_from_slice(&x.to_le_bytes());
+        } else {
+            let run = 1 + (x >> 56) as usize;
+            out.extend(std::iter::repeat_n(x as u8 & 0x0f, run));
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn packs(store_dir: &Path) -> Vec<PathBuf> {
+    let mut p: Vec<_> = std::fs::read_dir(store_dir.join("packs")).unwrap().map(|e| e.unwrap().path()).collect();
+    p.sort();
+    p
+}
+
+#[test]
+fn round_trips_lists_and_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    assert_eq!(s.path(), dir.path().join("checkpoints").join(RUN));
+    let model = bytes(1, 300_000, true);
+    let optim = bytes(2, 200_000, false);
+    s.save(&at(&[("epoch", 0)]), "model", &model).unwrap();
+    s.save(&at(&[("epoch", 0)]), "optimizer", &optim).unwrap();
+    s.save(&at(&[("epoch", 1), ("step", 7)]), "model", b"tiny").unwrap();
+    s.save(&[], "rng", b"").unwrap();
+    assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), model);
+    assert_eq!(s.load(&at(&[("epoch", 0)]), "optimizer").unwrap(), optim);
+    assert_eq!(s.load(&at(&[("epoch", 1), ("step", 7)]), "model").unwrap(), b"tiny");
+    assert_eq!(s.load(&[], "rng").unwrap(), b"");
+
+    match s.load(&at(&[("epoch", 2)]), "model") {
+        Err(Error::CheckpointMissing { run, object, loop_path }) => {
+            assert_eq!((run.as_str(), object.as_str(), loop_path.as_str()), (RUN, "model", "epoch=2"));
+        }
+        other => panic!("expected CheckpointMissing, got {other:?}"),
+    }
+
+    let list = s.list().unwrap();
+    let rows: Vec<_> = list.iter().map(|c| (c.loop_path_text(), c.object.as_str(), c.raw_bytes, c.iteration())).collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("run".to_string(), "rng", 0, None),
+            ("epoch=0".to_string(), "model", 300_000, Some(0)),
+            ("epoch=0".to_string(), "optimizer", 200_000, Some(0)),
+            ("epoch=1/step=7".to_string(), "model", 4, Some(1)),
+        ]
+    );
+    let model_info = &list[1];
+    assert_eq!(model_info.hash, *blake3::hash(&model).as_bytes());
+    // Incompressible: stored raw, 45 bytes of frame per chunk.
+    assert_eq!(model_info.stored_bytes, 300_000 + 45 * model_info.chunks);
+    assert_eq!(model_info.new_bytes, model_info.stored_bytes);
+    // Runs of bytes compress.
+    assert!(list[2].stored_bytes < 200_000 / 4, "{:?}", list[2]);
+
+    // Saving the same key again replaces it; reopening keeps everything.
+    let model2 = bytes(3, 100_000, true);
+    s.save(&at(&[("epoch", 0)]), "model", &model2).unwrap();
+    s.close().unwrap();
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), model2);
+    assert_eq!(s.load(&at(&[("epoch", 0)]), "optimizer").unwrap(), optim);
+    assert_eq!(s.list().unwrap().len(), 4);
+}
+
+#[test]
+fn the_checkpoints_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = "1700000000000001-0000000000000002";
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    s.save(&at(&[("epoch", 0)]), "model", &bytes(1, 20_000, true)).unwrap();
+    s.save(&at(&[("epoch", 1)]), "model", &bytes(1, 20_000, true)).unwrap();
+    s.save(&at(&[("epoch", 1), ("step", 3)]), "optimizer", &[7u8; 100]).unwrap();
+    s.close().unwrap();
+    let t = CheckpointStore::open(dir.path(), other).unwrap();
+    t.save(&[], "rng", b"state").unwrap();
+    t.flush().unwrap();
+
+    // `other` is still open (sled admits one process): reported, not fatal.
+    let table = checkpoints_table(dir.path()).unwrap();
+    assert_eq!(table.unavailable.len(), 1);
+    assert_eq!(table.unavailable[0].0, other);
+    assert!(matches!(table.unavailable[0].1, Error::CheckpointLocked { .. }), "{:?}", table.unavailable[0].1);
+    drop(t);
+
+    let table = checkpoints_table(dir.path()).unwrap();
+    assert!(table.unavailable.is_empty());
+    // written_at is the wall clock: compare the other columns. Stored
+    // bytes: raw chunks take 45 bytes of frame more; 100 equal bytes
+    // compress to 17.
+    let b = table.batch.project(&[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    let expected = "\
++-----------------------------------+----------------+-----------+-----------+-----------+--------------+--------+-----------+
+| run                               | loop_path      | object    | iteration | raw_bytes | stored_bytes | chunks | new_bytes |
++-----------------------------------+----------------+-----------+-----------+-----------+--------------+--------+-----------+
+| 1700000000000000-00000000deadbeef | epoch=0        | model     | 0         | 20000     | 20045        | 1      | 20045     |
+| 1700000000000000-00000000deadbeef | epoch=1        | model     | 1         | 20000     | 20045        | 1      | 0         |
+| 1700000000000000-00000000deadbeef | epoch=1/step=3 | optimizer | 1         | 100       | 62           | 1      | 62        |
+| 1700000000000001-0000000000000002 | run            | rng       |           | 5         | 50           | 1      | 50        |
++-----------------------------------+----------------+-----------+-----------+-----------+--------------+--------+-----------+";
+    assert_eq!(pretty_format_batches(&[b]).unwrap().to_string(), expected);
+}
+
+/// Acceptance 1: random byte strings from 0 to 64 MiB round-trip exactly.
+/// Sizes: a few large (up to exactly 64 MiB), many small; both chunkings,
+/// compressed and raw, random and compressible content.
+#[test]
+fn byte_strings_up_to_64_mib_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let cdc = CheckpointStore::open(dir.path(), RUN).unwrap();
+    let fixed_opts = CheckpointOptions { chunking: Chunking::Fixed { size: 10_000 }, compression: None, ..Default::default() };
+    let fixed = CheckpointStore::open_with(dir.path(), "fixed-chunks", fixed_opts).unwrap();
+    // The edges, always: nothing, and exactly 64 MiB.
+    for (i, len) in [0usize, 64 << 20].into_iter().enumerate() {
+        let data = bytes(i as u64, len, true);
+        cdc.save(&at(&[("edge", i as i64)]), "blob", &data).unwrap();
+        assert!(cdc.load(&at(&[("edge", i as i64)]), "blob").unwrap() == data, "{len} bytes");
+    }
+    let case = std::sync::atomic::AtomicI64::new(0);
+    let sizes = prop_oneof![
+        12 => 0usize..70_000,
+        4 => 70_000usize..4 << 20,
+        1 => (16usize << 20)..=(64 << 20),
+        1 => Just(64usize << 20),
+    ];
+    let cfg = ProptestConfig { cases: 40, failure_persistence: None, ..ProptestConfig::default() };
+    proptest!(cfg, |(len in sizes, seed in any::<u64>(), random in any::<bool>(), use_fixed in any::<bool>())| {
+        let data = bytes(seed, len, random);
+        let s = if use_fixed { &fixed } else { &cdc };
+        let key = at(&[("case", case.fetch_add(1, std::sync::atomic::Ordering::Relaxed))]);
+        s.save(&key, "blob", &data).unwrap();
+        let back = s.load(&key, "blob").unwrap();
+        prop_assert!(back == data, "{} bytes (seed {seed}, random {random}, fixed {use_fixed}) differ", len);
+    });
+}
+
+/// Acceptance 2: two checkpoints of a 100 MiB buffer that differ in 1% of
+/// their bytes (scattered 4 KiB blocks) occupy at most 1.15× one of them.
+/// Random (incompressible) bytes, so compression cannot hide the dedup.
+/// Measured as pack bytes on disk after flush (what the chunks occupy,
+/// frame headers included); the sled index is reported beside it.
+#[test]
+fn a_one_percent_change_costs_under_15_percent() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    let a = bytes(42, 100 * MIB, true);
+    let mut b = a.clone();
+    let blocks = a.len() / 4096;
+    let mut changed = std::collections::BTreeSet::new();
+    let mut x = 7u64;
+    while changed.len() < blocks / 100 {
+        x = flor_core::run::splitmix64(x);
+        changed.insert((x % blocks as u64) as usize);
+    }
+    for &blk in &changed {
+        b[blk * 4096..(blk + 1) * 4096].copy_from_slice(&bytes(blk as u64, 4096, true));
+    }
+    let differing = a.iter().zip(&b).filter(|(p, q)| p != q).count();
+    assert!(differing > MIB * 99 / 100 && differing <= MIB, "{differing} bytes differ");
+
+    s.save(&at(&[("epoch", 0)]), "model", &a).unwrap();
+    s.flush().unwrap();
+    let one = s.disk_usage().unwrap();
+    s.save(&at(&[("epoch", 1)]), "model", &b).unwrap();
+    s.flush().unwrap();
+    let two = s.disk_usage().unwrap();
+    let ratio = two.pack_bytes as f64 / one.pack_bytes as f64;
+    let with_index = (two.pack_bytes + two.index_bytes) as f64 / (one.pack_bytes + one.index_bytes) as f64;
+    eprintln!(
+        "dedup: one checkpoint {} pack bytes ({} index), two {} ({} index): {ratio:.4}× packs, {with_index:.4}× with index",
+        one.pack_bytes, one.index_bytes, two.pack_bytes, two.index_bytes
+    );
+    assert!(one.pack_bytes >= 100 * MIB as u64, "random data must not shrink: {}", one.pack_bytes);
+    assert!(ratio <= 1.15, "two checkpoints take {ratio:.4}× one");
+    // The manifests account for exactly the pack growth.
+    let list = s.list().unwrap();
+    assert_eq!(list[0].new_bytes + 16, one.pack_bytes);
+    assert_eq!(list[0].new_bytes + list[1].new_bytes + 16, two.pack_bytes);
+    assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), a);
+    assert_eq!(s.load(&at(&[("epoch", 1)]), "model").unwrap(), b);
+}
+
+/// Acceptance 4: a flipped byte in a stored chunk is an error naming the
+/// run, object and loop path; so are a truncated or missing pack.
+#[test]
+fn damage_is_reported_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = at(&[("epoch", 3)]);
+    let mut data = bytes(5, 150_000, true);
+    data.extend(bytes(6, 150_000, false)); // some chunks zstd, some raw
+    {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        s.save(&key, "model", &data).unwrap();
+        s.flush().unwrap(); // the model's frames come first in the pack
+        s.save(&at(&[("epoch", 4)]), "other", &bytes(8, 50_000, true)).unwrap();
+        s.close().unwrap();
+    }
+    let store_dir = dir.path().join("checkpoints").join(RUN);
+    let pack = packs(&store_dir).remove(0);
+    let original = std::fs::read(&pack).unwrap();
+    let model_end = 16 + CheckpointStore::open(dir.path(), RUN).unwrap().list().unwrap()[0].stored_bytes as usize;
+
+    let expect_damaged = |what: &str| {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        match s.load(&key, "model") {
+            Err(e @ Error::CheckpointDamaged { .. }) => {
+                let Error::CheckpointDamaged { run, object, loop_path, detail } = &e else { unreachable!() };
+                assert_eq!((run.as_str(), object.as_str(), loop_path.as_str()), (RUN, "model", "epoch=3"), "{what}");
+                assert!(detail.contains("chunk "), "{what}: {detail}");
+                let msg = e.to_string();
+                assert!(msg.contains(RUN) && msg.contains("\"model\"") && msg.contains("epoch=3"), "{msg}");
+            }
+            other => panic!("{what}: expected CheckpointDamaged, got {other:?}"),
+        }
+        // The damage stays local: the other checkpoint still loads.
+        assert_eq!(s.load(&at(&[("epoch", 4)]), "other").unwrap(), bytes(8, 50_000, true), "{what}");
+    };
+    // Every byte of the model's frames is covered: lengths, codec, hash,
+    // payload and checksum (sampled with a stride to keep the test fast).
+    for pos in (16..model_end).step_by(997).chain([16, 17, 20, 21, 60, model_end - 1]) {
+        let mut damaged = original.clone();
+        damaged[pos] ^= 0x01;
+        std::fs::write(&pack, &damaged).unwrap();
+        expect_damaged(&format!("flip at byte {pos}"));
+    }
+    std::fs::write(&pack, &original[..model_end - 10]).unwrap();
+    {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        assert!(matches!(s.load(&key, "model"), Err(Error::CheckpointDamaged { .. })), "truncated pack");
+    }
+    std::fs::remove_file(&pack).unwrap();
+    {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        let e = s.load(&key, "model").unwrap_err();
+        assert!(matches!(e, Error::CheckpointDamaged { .. }), "missing pack: {e:?}");
+        assert!(e.to_string().contains("No such file"), "{e}");
+    }
+    std::fs::write(&pack, &original).unwrap();
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    assert_eq!(s.load(&key, "model").unwrap(), data);
+}
+
+#[test]
+fn gc_drops_only_unreferenced_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CheckpointOptions { pack_target_bytes: 1 << 20, ..Default::default() };
+    let s = CheckpointStore::open_with(dir.path(), RUN, opts).unwrap();
+    let keep = bytes(1, 3 << 20, true);
+    s.save(&at(&[("epoch", 0)]), "model", &keep).unwrap();
+    s.save(&at(&[("epoch", 1)]), "model", &bytes(2, 3 << 20, true)).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.gc().unwrap().chunks_removed, 0);
+    // Replace epoch 1: its old chunks become garbage.
+    let replaced = bytes(3, 1 << 20, true);
+    s.save(&at(&[("epoch", 1)]), "model", &replaced).unwrap();
+    s.flush().unwrap();
+    let before = s.disk_usage().unwrap();
+    let stats = s.gc().unwrap();
+    let after = s.disk_usage().unwrap();
+    eprintln!("gc: {stats:?}, {before:?} → {after:?}");
+    assert!(stats.chunks_removed > 100, "{stats:?}");
+    assert_eq!(stats.bytes_before, before.pack_bytes);
+    assert_eq!(stats.bytes_after, after.pack_bytes);
+    assert!(after.pack_bytes < before.pack_bytes - (2 << 20), "{before:?} → {after:?}");
+    assert_eq!(after.chunks, before.chunks - stats.chunks_removed);
+    let live: u64 = s.list().unwrap().iter().map(|c| c.stored_bytes).sum();
+    // Packs at least half live are kept as they are: at most the two packs
+    // where live and dead chunks meet keep some garbage.
+    assert!(after.pack_bytes <= live + (2 << 20), "{after:?} vs {live} live");
+    assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), keep);
+    assert_eq!(s.load(&at(&[("epoch", 1)]), "model").unwrap(), replaced);
+    // Writing after a collection works, and nothing more is garbage.
+    s.save(&at(&[("epoch", 2)]), "model", &keep).unwrap();
+    assert_eq!(s.gc().unwrap().chunks_removed, 0);
+    s.close().unwrap();
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    assert_eq!(s.load(&at(&[("epoch", 2)]), "model").unwrap(), keep);
+}
+
+#[test]
+fn one_process_per_run_and_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    match CheckpointStore::open(dir.path(), RUN) {
+        Err(Error::CheckpointLocked { run, .. }) => assert_eq!(run, RUN),
+        other => panic!("expected CheckpointLocked, got {other:?}"),
+    }
+    for bad in ["", "../escape", ".hidden", "a/b", "sp ace"] {
+        assert!(matches!(CheckpointStore::open(dir.path(), bad), Err(Error::Input(_))), "{bad:?}");
+    }
+    assert!(matches!(s.save(&[], "", b"x"), Err(Error::Input(_))));
+    assert!(matches!(s.save(&at(&[("", 1)]), "m", b"x"), Err(Error::Input(_))));
+    let bad = CheckpointOptions { compression: Some(99), ..Default::default() };
+    assert!(matches!(CheckpointStore::open_with(dir.path(), "other", bad), Err(Error::Input(_))));
+    assert_eq!(loop_path_text(&at(&[("epoch", 3), ("step", -1)])), "epoch=3/step=-1");
+}
+
+/// After a failed write the store refuses further work until reopened.
+#[test]
+fn a_failed_write_poisons_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    s.gc().unwrap(); // starts the writer: it will create pack 1
+    // Occupy the name of the pack the writer is about to create.
+    std::fs::create_dir(s.path().join("packs").join("0000000001.pack")).unwrap();
+    s.save(&at(&[("epoch", 0)]), "model", b"abc").unwrap();
+    let e = s.flush().unwrap_err();
+    assert!(matches!(e, Error::Poisoned(_)), "{e:?}");
+    assert!(e.to_string().contains("0000000001.pack") && e.to_string().contains(RUN), "{e}");
+    assert!(matches!(s.save(&at(&[("epoch", 1)]), "model", b"abc"), Err(Error::Poisoned(_))));
+    assert!(matches!(s.load(&at(&[("epoch", 0)]), "model"), Err(Error::Poisoned(_))));
+    assert!(s.close().is_err());
+    std::fs::remove_dir(dir.path().join("checkpoints").join(RUN).join("packs").join("0000000001.pack")).unwrap();
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    assert!(matches!(s.load(&at(&[("epoch", 0)]), "model"), Err(Error::CheckpointMissing { .. })));
+    s.save(&at(&[("epoch", 0)]), "model", b"abc").unwrap();
+    assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), b"abc");
+}
+
+#[test]
+fn concurrent_savers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    std::thread::scope(|sc| {
+        for t in 0..4u64 {
+            let s = &s;
+            sc.spawn(move || {
+                for i in 0..10 {
+                    let data = bytes(t * 100 + i, 50_000 + i as usize * 1000, i % 2 == 0);
+                    s.save(&at(&[("epoch", i as i64)]), &format!("obj{t}"), &data).unwrap();
+                }
+            });
+        }
+    });
+    for t in 0..4u64 {
+        for i in 0..10 {
+            let data = bytes(t * 100 + i, 50_000 + i as usize * 1000, i % 2 == 0);
+            assert_eq!(s.load(&at(&[("epoch", i as i64)]), &format!("obj{t}")).unwrap(), data);
+        }
+    }
+    assert_eq!(s.list().unwrap().len(), 40);
+}
+
+/// Damage inside the sled index (a manifest, a chunk's index entry), made
+/// through sled itself so that sled's own checksums pass: still the named
+/// error, never wrong bytes.
+#[test]
+fn damaged_manifests_and_index_entries_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(9, 100_000, true);
+    {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        s.save(&at(&[("epoch", 1)]), "model", &data).unwrap();
+        s.save(&at(&[("epoch", 2)]), "model", &data).unwrap();
+        s.close().unwrap();
+    }
+    let index = dir.path().join("checkpoints").join(RUN).join("index");
+    /// Rewrites the values of `tree` for which `f(key, value)` says so.
+    type Rewrite<'a> = &'a dyn Fn(&[u8], &[u8]) -> Option<Vec<u8>>;
+    let edit = |tree: &str, f: Rewrite| {
+        let db = sled::open(&index).unwrap();
+        let t = db.open_tree(tree).unwrap();
+        for kv in t.iter() {
+            let (k, v) = kv.unwrap();
+            if let Some(nv) = f(&k, &v) {
+                t.insert(k, nv).unwrap();
+            }
+        }
+        db.flush().unwrap();
+    };
+    let damaged = |what: &str, e: Error| match e {
+        Error::CheckpointDamaged { run, object, loop_path, detail } => {
+            assert_eq!((run.as_str(), object.as_str(), loop_path.as_str()), (RUN, "model", "epoch=2"), "{what}: {detail}");
+        }
+        other => panic!("{what}: expected CheckpointDamaged, got {other:?}"),
+    };
+
+    // The manifest of epoch 2 (the larger key) loses its last byte.
+    let last_key = {
+        let db = sled::open(&index).unwrap();
+        db.open_tree("manifests").unwrap().last().unwrap().unwrap().0
+    };
+    edit("manifests", &|k, v| (k == &last_key[..]).then(|| v[..v.len() - 1].to_vec()));
+    {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        damaged("truncated manifest", s.load(&at(&[("epoch", 2)]), "model").unwrap_err());
+        damaged("listing a truncated manifest", s.list().unwrap_err());
+        assert_eq!(s.load(&at(&[("epoch", 1)]), "model").unwrap(), data);
+        assert!(s.gc().is_err(), "gc must not run past a manifest it cannot read");
+    }
+    edit("manifests", &|_, _| None);
+
+    // Every chunk index entry points 1 byte further: frames fail to check.
+    {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        s.save(&at(&[("epoch", 2)]), "model", &data).unwrap();
+        s.close().unwrap();
+    }
+    edit("chunks", &|_, v| {
+        let mut v = v.to_vec();
+        v[4] = v[4].wrapping_add(1);
+        Some(v)
+    });
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    damaged("shifted index entry", s.load(&at(&[("epoch", 2)]), "model").unwrap_err());
+}

@@ -1,0 +1,199 @@
+//! Manifests: what a checkpoint consists of, stored in the `manifests` tree
+//! of the run's sled database.
+//!
+//! ```text
+//! key   = levels:u32 (name_len:u32 name:utf8 iteration:i64)* object_len:u32 object:utf8
+//! value = crc32(body):u32 body        body = Manifest encoded with crate::codec
+//! ```
+//!
+//! (little-endian). The checksum lets damage be reported before the body
+//! reaches the decoder; the key has a plain layout so that a damaged
+//! manifest can still be named by its loop path and object.
+//!
+//! A manifest is written only after every chunk it lists is durable (see
+//! the commit protocol in `writer.rs`), so a manifest that exists always
+//! describes a complete checkpoint.
+
+use serde::{Deserialize, Serialize};
+
+/// The manifest format written by this version.
+pub(crate) const MANIFEST_VERSION: u32 = 1;
+
+/// One chunk of an object, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChunkRef {
+    /// blake3 of the chunk's raw bytes; the chunk's key in the index.
+    pub hash: [u8; 32],
+    /// Raw (uncompressed) length in bytes, > 0.
+    pub raw_len: u32,
+    /// Bytes the chunk's frame occupies in its pack (header, compressed
+    /// payload and checksum).
+    pub stored_len: u32,
+}
+
+/// The description of one checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    /// [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// The loop path, outermost first.
+    pub loop_path: Vec<(String, i64)>,
+    /// The object name.
+    pub object: String,
+    /// Total raw length in bytes (the sum of the chunks' raw lengths).
+    pub raw_len: u64,
+    /// blake3 of the whole object.
+    pub hash: [u8; 32],
+    /// When the save was submitted, microseconds since the Unix epoch (UTC).
+    pub written_at: i64,
+    /// Pack bytes this checkpoint added (chunks not stored before it).
+    pub new_bytes: u64,
+    /// The chunks, in order.
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// The manifest key of `(loop_path, object)`; fails only for a name over
+/// 4 GiB or more than 2³² loop levels.
+pub(crate) fn key(loop_path: &[(String, i64)], object: &str) -> Result<Vec<u8>, String> {
+    let len = |n: usize| u32::try_from(n).map_err(|_| "a checkpoint name or loop path is too long".to_string());
+    let mut k = Vec::with_capacity(8 + object.len() + loop_path.iter().map(|(n, _)| n.len() + 12).sum::<usize>());
+    k.extend_from_slice(&len(loop_path.len())?.to_le_bytes());
+    for (name, iteration) in loop_path {
+        k.extend_from_slice(&len(name.len())?.to_le_bytes());
+        k.extend_from_slice(name.as_bytes());
+        k.extend_from_slice(&iteration.to_le_bytes());
+    }
+    k.extend_from_slice(&len(object.len())?.to_le_bytes());
+    k.extend_from_slice(object.as_bytes());
+    Ok(k)
+}
+
+/// The `(loop_path, object)` of a manifest key, for naming a damaged
+/// manifest; `None` when the key is not one [`key`] makes.
+pub(crate) fn decode_key(mut k: &[u8]) -> Option<(Vec<(String, i64)>, String)> {
+    fn take<'a>(k: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = k.split_at_checked(n)?;
+        *k = rest;
+        Some(head)
+    }
+    fn u32_of(k: &mut &[u8]) -> Option<usize> {
+        Some(u32::from_le_bytes(take(k, 4)?.try_into().ok()?) as usize)
+    }
+    fn text(k: &mut &[u8]) -> Option<String> {
+        let n = u32_of(k)?;
+        String::from_utf8(take(k, n)?.to_vec()).ok()
+    }
+    let levels = u32_of(&mut k)?;
+    let mut path = Vec::new();
+    for _ in 0..levels {
+        let name = text(&mut k)?;
+        let iteration = i64::from_le_bytes(take(&mut k, 8)?.try_into().ok()?);
+        path.push((name, iteration));
+    }
+    let object = text(&mut k)?;
+    k.is_empty().then_some((path, object))
+}
+
+impl Manifest {
+    /// The stored value: checksum, then the [`crate::codec`] encoding.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, String> {
+        let body = crate::codec::encode(self)?;
+        let mut v = Vec::with_capacity(4 + body.len());
+        v.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        v.extend_from_slice(&body);
+        Ok(v)
+    }
+
+    /// Checks and decodes a stored value: the checksum, the version, and
+    /// that the chunk lengths are non-zero and add up to `raw_len`.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Manifest, String> {
+        let (crc, body) = bytes.split_first_chunk::<4>().ok_or("manifest shorter than its checksum")?;
+        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+            return Err("manifest checksum mismatch".into());
+        }
+        let m: Manifest = crate::codec::decode(body).map_err(|e| format!("manifest does not decode: {e}"))?;
+        if m.version != MANIFEST_VERSION {
+            return Err(format!(
+                "manifest format version {} is not supported (this build reads {MANIFEST_VERSION})",
+                m.version
+            ));
+        }
+        let mut sum = 0u64;
+        for (i, c) in m.chunks.iter().enumerate() {
+            if c.raw_len == 0 {
+                return Err(format!("manifest lists chunk {i} with length 0"));
+            }
+            sum = sum.saturating_add(u64::from(c.raw_len));
+        }
+        if sum != m.raw_len {
+            return Err(format!("manifest chunk lengths add up to {sum} bytes, not the recorded {}", m.raw_len));
+        }
+        Ok(m)
+    }
+
+    /// Sum of the chunks' stored lengths in bytes (shared chunks counted in full).
+    pub(crate) fn stored_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.stored_len)).sum()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            loop_path: vec![("epoch".into(), 3)],
+            object: "model".into(),
+            raw_len: 30,
+            hash: [7; 32],
+            written_at: 1_700_000_000_000_000,
+            new_bytes: 12,
+            chunks: vec![
+                ChunkRef { hash: [1; 32], raw_len: 10, stored_len: 55 },
+                ChunkRef { hash: [2; 32], raw_len: 20, stored_len: 60 },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_checks() {
+        let m = sample();
+        let bytes = m.encode().unwrap();
+        assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+        assert_eq!(m.stored_bytes(), 115);
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(Manifest::decode(&b).is_err(), "flip at {i}");
+        }
+        let mut bad = sample();
+        bad.raw_len = 31;
+        assert!(Manifest::decode(&bad.encode().unwrap()).unwrap_err().contains("add up to 30"));
+        let mut bad = sample();
+        bad.version = 9;
+        assert!(Manifest::decode(&bad.encode().unwrap()).unwrap_err().contains("version 9"));
+        assert!(Manifest::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn keys_differ_by_path_and_object() {
+        let a = key(&[("epoch".into(), 3)], "model").unwrap();
+        assert_ne!(a, key(&[("epoch".into(), 4)], "model").unwrap());
+        assert_ne!(a, key(&[("epoch".into(), 3)], "optim").unwrap());
+        assert_ne!(key(&[], "a").unwrap(), key(&[("".into(), 0)], "a").unwrap());
+        let two = key(&[("epoch".into(), -3), ("step".into(), i64::MAX)], "ünï").unwrap();
+        assert_eq!(decode_key(&a), Some((vec![("epoch".to_string(), 3)], "model".to_string())));
+        assert_eq!(
+            decode_key(&two),
+            Some((vec![("epoch".to_string(), -3), ("step".to_string(), i64::MAX)], "ünï".to_string()))
+        );
+        for cut in 0..a.len() {
+            assert_eq!(decode_key(&a[..cut]), None);
+        }
+        assert_eq!(decode_key(&[a.as_slice(), b"x"].concat()), None);
+        assert_eq!(decode_key(&[0xff; 64]), None);
+    }
+}
