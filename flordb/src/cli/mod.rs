@@ -2,8 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod plot;
 mod propagate;
 mod query;
+mod replay;
 
 /// `flor`: read, query and replay a flordb project.
 #[derive(Debug, Parser)]
@@ -28,12 +30,26 @@ enum Command {
     Versions(query::ListArgs),
     /// Carry log statements from a new version of a script into an old one.
     Propagate(propagate::PropagateArgs),
+    /// Hindsight logging: recover new log statements' values for past runs.
+    Replay(replay::ReplayArgs),
+    /// Plot logged values: one line per run, x = the innermost loop.
+    Plot(plot::PlotArgs),
 }
 
 /// Runs the command line in `std::env::args`; returns the process exit code
 /// (0 success, 1 failure with a one-line reason on stderr, 2 usage error).
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    main_with(std::env::args())
+}
+
+/// Runs the command line `args` (program name first), as [`main`] does;
+/// `python -m flordb …` calls this through the C ABI.
+pub fn main_with<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -47,6 +63,8 @@ pub fn main() -> i32 {
         Command::Runs(a) => query::runs(&cli.project, a),
         Command::Versions(a) => query::versions(&cli.project, a),
         Command::Propagate(a) => propagate::run(a),
+        Command::Replay(a) => replay::run(&cli.project, a),
+        Command::Plot(a) => plot::run(&cli.project, a),
     };
     match result {
         Ok(()) => 0,
