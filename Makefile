@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(if $(wildcard $(HOME)/.cache/flordb-target),$(HOME)/.cache/flordb-target,$(CURDIR)/target)
 
 .PHONY: test test-rust test-python demo
-test: test-rust
+test: test-rust test-python
 
 test-rust:
 	cargo test --workspace --no-fail-fast
