@@ -432,6 +432,34 @@ enum FlorStatus flor_query_sql(const struct FlorHandle *h,
                                size_t len,
                                struct ArrowArrayStream *out);
 
+// Opens a replay worker's session: records go to the project at `root`
+// with `source = replay`, attached to the existing run `(tstamp, run_id)`;
+// no git snapshot is made. Used by the Python package's replay mode
+// (`FLOR_REPLAY`), see DESIGN.md §7 step 4.
+//
+// - `root`: the user's repository root (NUL-terminated UTF-8).
+// - `filename`: the script's path relative to the root.
+// - `tstamp`: the run's `tstamp` in microseconds; `run_id`: its id.
+// - `out`: receives the handle on success.
+//
+// Errors: `FLOR_STATUS_IO` when `root` does not exist.
+//
+// # Safety
+// `root` and `filename` must be NUL-terminated; `out` must be writable.
+enum FlorStatus flor_open_replay(const char *root,
+                                 const char *filename,
+                                 int64_t tstamp,
+                                 uint64_t run_id,
+                                 struct FlorHandle **out);
+
+// Runs the `flor` command line `argv[0..argc]` (program name first) in
+// this process and returns its exit code (0 success, 1 failure with a
+// one-line reason on stderr, 2 usage error), or 70 when it panicked.
+//
+// # Safety
+// `argv` must hold `argc` NUL-terminated strings.
+int32_t flor_cli_main(const char *const *argv, size_t argc);
+
 // The message of the last failed `flor_*` call on this thread, as a
 // NUL-terminated UTF-8 string; `""` when none failed yet.
 //

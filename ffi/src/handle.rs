@@ -23,6 +23,11 @@ pub struct FlorHandle {
 }
 
 impl FlorHandle {
+    /// A handle around `flor` with the raw `--kwargs` it was opened with.
+    pub(crate) fn boxed(flor: Flor, kwargs: BTreeMap<String, String>) -> Box<FlorHandle> {
+        Box::new(FlorHandle { flor, names: RwLock::new(Vec::new()), kwargs, checkpoints: Mutex::new(Checkpoints::default()) })
+    }
+
     pub(crate) fn checkpoints(&self) -> MutexGuard<'_, Checkpoints> {
         self.checkpoints.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -95,12 +100,7 @@ pub unsafe extern "C" fn flor_open(
         let kwargs = flordb::core::args::Kwargs::parse(args.iter().cloned())?.values;
         let opts = Options { filename, argv: Some(args), ..Options::default() };
         let flor = Flor::open_with(dir, opts)?;
-        let h = Box::new(FlorHandle {
-            flor,
-            names: RwLock::new(Vec::new()),
-            kwargs,
-            checkpoints: Mutex::new(Checkpoints::default()),
-        });
+        let h = FlorHandle::boxed(flor, kwargs);
         // SAFETY: checked non-NULL above.
         unsafe { out.write(Box::into_raw(h)) };
         Ok(())

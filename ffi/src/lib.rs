@@ -40,6 +40,7 @@ mod buffer;
 mod checkpoint;
 mod handle;
 mod query;
+mod replay;
 mod status;
 
 pub use buffer::{flor_buffer_free, FlorBuffer};
@@ -51,4 +52,5 @@ pub use handle::{
     FlorHandle,
 };
 pub use query::{flor_query_dataframe, flor_query_sql};
+pub use replay::{flor_cli_main, flor_open_replay};
 pub use status::{flor_last_error, FlorStatus};

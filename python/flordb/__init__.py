@@ -36,3 +36,17 @@ __all__ = [
     "checkpoints",
     "errors",
 ] + [n for n in errors.__all__ if n != "error_for"]
+
+# Replay mode (a worker started by `flor replay`, FLOR_REPLAY set): the same
+# names, with the replay semantics of flordb/replay.py.
+from . import replay as _replay  # noqa: E402
+
+
+def skip_rest():
+    """True when replay does not need the rest of this outer iteration
+    (the replay copy of a script calls it after the new statements)."""
+    return _replay.skip_rest()
+
+
+if _replay.SPEC is not None:
+    from .replay import log, arg, loop, iteration, checkpointing, commit  # noqa: E402,F811

@@ -1,0 +1,252 @@
+"""Replay mode: what a worker started by ``flor replay`` does (DESIGN.md §7).
+
+The coordinator (``flor replay`` / ``python -m flordb replay``) runs the
+propagated copy of an old script with ``FLOR_REPLAY=<spec.json>``. Then, in
+this process:
+
+* ``arg`` returns the value the replayed run recorded;
+* ``log`` records only the names being replayed, with ``source = replay``,
+  under the original run's ``tstamp`` (loop context ids are derived from the
+  loop path, so the records join the original frames), and nothing while an
+  iteration runs only to rebuild state;
+* the outermost ``loop`` follows ``flor_replay::plan::schedule``: restore the
+  nearest checkpoint (from the coordinator's spool), re-run gap iterations
+  with logging off, run each selected iteration, and print progress;
+* ``skip_rest()`` is true in a selected iteration when the rest of the outer
+  body is not needed (the replay copy has ``if skip_rest(): continue`` after
+  the new statements);
+* in ``prefix`` mode the script stops at the outer loop; in ``suffix`` mode
+  the loop restores the last checkpoint and runs no iteration.
+
+Checkpoints are never written here: the run's database belongs to the
+coordinator, which spooled the bytes this worker restores.
+"""
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+
+from . import _checkpoint
+from . import _native_api as native
+from ._native_api import ffi, lib
+
+PROGRESS = "FLOR-REPLAY-PROGRESS"
+
+
+def _load_spec():
+    path = os.environ.get("FLOR_REPLAY")
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        spec = json.load(f)
+    if spec.get("version") != 1:
+        raise RuntimeError(f"flordb: replay spec {path} has version {spec.get('version')!r}, expected 1")
+    return spec
+
+
+SPEC = _load_spec()
+NAMES = frozenset(SPEC["names"]) if SPEC else frozenset()
+
+_handle = None
+_ids = {}
+_layers = []
+_objects = {}
+_suppress = False
+_selected_now = False
+_warned_args = set()
+
+
+def _h():
+    global _handle
+    if _handle is None:
+        out = ffi.new("FlorHandle **")
+        root = SPEC["project_root"].encode()
+        fname = SPEC["filename"].encode()
+        native.check(lib.flor_open_replay(root, fname, SPEC["tstamp"], int(SPEC["run_id"], 16), out))
+        _handle = out[0]
+        import atexit
+
+        atexit.register(_close)
+    return _handle
+
+
+def _close():
+    global _handle
+    if _handle is not None:
+        done = ffi.new("bool *")
+        try:
+            native.check(lib.flor_commit(_handle, done))
+        except Exception as e:  # report, never raise at exit
+            sys.stderr.write(f"flordb: replay commit failed: {e}\n")
+        lib.flor_free(_handle)
+        _handle = None
+
+
+def skip_rest():
+    """True when the rest of this outer iteration's body is not needed."""
+    return _selected_now and bool(SPEC and SPEC.get("skip_rest"))
+
+
+def log(name, value):
+    """Records ``value`` when ``name`` is being replayed; returns ``value``."""
+    if name in NAMES and not _suppress:
+        from .api import _log_other
+
+        h = _h()
+        nid = _ids.get(name)
+        if nid is None:
+            b = name.encode("utf-8")
+            out = ffi.new("uint32_t *")
+            native.check(lib.flor_name_intern(h, b, len(b), out))
+            nid = _ids[name] = out[0]
+        st = _log_other(h, nid, value)
+        if st:
+            raise native.error(st)
+    return value
+
+
+def arg(name, default=None):
+    """The value the replayed run recorded for ``name`` (the default, with a
+    warning, for an argument added after that run)."""
+    args = SPEC.get("args", {})
+    if name in args:
+        v = args[name]
+        if isinstance(default, tuple) and isinstance(v, list):
+            v = tuple(v)
+        elif isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        return v
+    if name not in _warned_args:
+        _warned_args.add(name)
+        sys.stderr.write(f"flordb: replay: flor.arg({name!r}) was not recorded by the replayed run; using its default {default!r}\n")
+    return default
+
+
+@contextmanager
+def checkpointing(**objects):
+    """Registers the objects that replay restores from checkpoints."""
+    _objects.update(objects)
+    try:
+        yield
+    finally:
+        for k in objects:
+            _objects.pop(k, None)
+
+
+def _restore(iteration):
+    """Restores the objects and RNG states checkpointed at the end of
+    ``iteration`` from the spool, in place."""
+    d = os.path.join(SPEC["spool"], str(iteration))
+    rng_names = {_checkpoint.RNG_RANDOM, _checkpoint.RNG_NUMPY, _checkpoint.RNG_TORCH}
+    for fn in sorted(os.listdir(d)):
+        name = bytes.fromhex(fn).decode("utf-8")
+        with open(os.path.join(d, fn), "rb") as f:
+            data = f.read()
+        if name in rng_names:
+            _checkpoint.restore_rng(name, data)
+        elif name in _objects:
+            restored = _checkpoint.restore(_objects[name], data)
+            if restored is not _objects[name]:
+                raise RuntimeError(
+                    f"flordb: replay cannot restore {name!r} in place (a {type(_objects[name]).__name__}); "
+                    "checkpoint objects with state_dict(), numpy arrays, dicts, lists or objects with a __dict__"
+                )
+
+
+def _schedule(selected, checkpoints, skip):
+    """Mirror of ``flor_replay::plan::schedule``: ('restore'|'gap'|'selected', i)."""
+    out, state = [], -1
+    for i in selected:
+        target = i - 1
+        if state != target:
+            c = max((c for c in checkpoints if c <= target), default=None)
+            if c is not None and (state is None or c > state):
+                out.append(("restore", c))
+                state = c
+            start = -1 if state is None else state
+            out.extend(("gap", g) for g in range(start + 1, i))
+        out.append(("selected", i))
+        state = None if skip else i
+    return out
+
+
+def _native_iter(h, i, item):
+    from .api import _loop_text
+
+    text = _loop_text(item)
+    if text is None:
+        native.check(lib.flor_loop_iterate(h, i, ffi.NULL, 0))
+    else:
+        tb = text.encode("utf-8", "surrogatepass")
+        native.check(lib.flor_loop_iterate(h, i, tb, len(tb)))
+
+
+def loop(name, iterable):
+    """The loop in replay mode (see the module docs)."""
+    global _suppress, _selected_now
+    outer = not _layers
+    h = _h()
+    bname = name.encode("utf-8")
+    native.check(lib.flor_loop_enter(h, bname, len(bname)))
+    _layers.append(name)
+    saved = _suppress
+    try:
+        if not outer:
+            for i, item in enumerate(iterable):
+                _native_iter(h, i, item)
+                yield item
+            return
+        mode = SPEC["mode"]
+        if mode == "prefix":
+            raise SystemExit(0)  # the statements sit before the loop: done
+        items = list(iterable)
+        if mode == "suffix":
+            if SPEC["checkpoints"]:
+                _restore(SPEC["checkpoints"][-1])
+            return
+        steps = _schedule(SPEC["iterations"], SPEC["checkpoints"], bool(SPEC.get("skip_rest")))
+        done = 0
+        for kind, i in steps:
+            if kind == "restore":
+                _restore(i)
+                continue
+            if i >= len(items):
+                break
+            _suppress = saved or kind == "gap"
+            _selected_now = kind == "selected"
+            _native_iter(h, i, items[i])
+            yield items[i]
+            _selected_now = False
+            if kind == "selected":
+                done += 1
+                print(f"{PROGRESS} {done}", flush=True)
+    finally:
+        _suppress = saved
+        _selected_now = False
+        _layers.pop()
+        native.check(lib.flor_loop_exit(h, bname, len(bname)))
+
+
+@contextmanager
+def iteration(name, idx, value=None):
+    """One non-loop iteration, in replay mode (context only)."""
+    h = _h()
+    bname = name.encode("utf-8")
+    native.check(lib.flor_loop_enter(h, bname, len(bname)))
+    text = str(value) if value is not None else None
+    if text is None:
+        native.check(lib.flor_loop_iterate(h, int(idx or 0), ffi.NULL, 0))
+    else:
+        tb = text.encode("utf-8")
+        native.check(lib.flor_loop_iterate(h, int(idx or 0), tb, len(tb)))
+    _layers.append(name)
+    try:
+        yield
+    finally:
+        _layers.pop()
+        native.check(lib.flor_loop_exit(h, bname, len(bname)))
+
+
+def commit():
+    """Replay commits once, at exit."""
