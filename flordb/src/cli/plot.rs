@@ -67,7 +67,7 @@ fn loop_columns(b: &RecordBatch, names: &[String]) -> Vec<String> {
 /// Draws the plot; returns the number of lines drawn.
 pub fn draw(batch: &RecordBatch, names: &[String], by: &str, out: &Path, size: (u32, u32)) -> Result<usize, String> {
     let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    let loops = loop_columns(batch, names);
+    let loops: Vec<String> = loop_columns(batch, names).into_iter().filter(|c| c != by).collect();
     let keys = text_column(batch, by)?;
     // x: the innermost loop; with nested loops, its position flattened over the outer ones.
     let loop_vals: Vec<Vec<Option<f64>>> = loops.iter().map(|l| float_column(batch, l)).collect::<Result<_, _>>()?;
@@ -150,11 +150,16 @@ pub fn draw(batch: &RecordBatch, names: &[String], by: &str, out: &Path, size: (
 /// Runs `flor plot`.
 pub fn run(project: &Path, a: PlotArgs) -> Result<(), String> {
     let ctx = FlorContext::open(project).map_err(|e| e.to_string())?;
-    let mut batch = ctx.dataframe(&a.names).map_err(|e| e.to_string())?;
+    let by = a.by.as_deref().unwrap_or("tstamp");
+    // A `--by` that is a logged name (a run-level `lr`) joins in as a column.
+    let mut query = a.names.clone();
+    if !["projid", "tstamp", "filename", "source"].contains(&by) && !query.iter().any(|n| n == by) {
+        query.push(by.to_owned());
+    }
+    let mut batch = ctx.dataframe(&query).map_err(|e| e.to_string())?;
     if let Some(p) = &a.where_ {
         batch = ctx.filter(&batch, p).map_err(|e| e.to_string())?;
     }
-    let by = a.by.as_deref().unwrap_or("tstamp");
     let n = draw(&batch, &a.names, by, &a.output, (a.width, a.height))?;
     println!("wrote {} ({n} lines)", a.output.display());
     Ok(())
