@@ -125,8 +125,8 @@ def worker_mlflow(task, n):
 def worker(system, task, n):
     fn = worker_mlflow if system == "mlflow" else worker_flor
     res = fn(task, n)
-    sys.stdout.flush()
-    os.write(3, (json.dumps(res) + "\n").encode())
+    with open(os.environ["BENCH_OUT"], "w") as f:
+        f.write(json.dumps(res))
 
 
 # ---------------------------------------------------------------- driver
@@ -135,8 +135,8 @@ def worker(system, task, n):
 def run_worker(py, system, task, n, timeout):
     with tempfile.TemporaryDirectory(prefix=f"bench-{system}-") as d:
         root = git_repo(os.path.join(d, "proj"))
-        r, w = os.pipe()
-        env = dict(os.environ, FLOR_ECHO="0", TQDM_DISABLE="1", PYTHONHASHSEED="0")
+        out_path = os.path.join(d, "result.json")
+        env = dict(os.environ, FLOR_ECHO="0", TQDM_DISABLE="1", PYTHONHASHSEED="0", BENCH_OUT=out_path)
         script = os.path.join(root, "bench.py")
         with open(__file__) as src, open(script, "w") as dst:
             dst.write(src.read())
@@ -147,20 +147,14 @@ def run_worker(py, system, task, n, timeout):
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                pass_fds=(w,),
                 timeout=timeout,
-                preexec_fn=lambda: os.dup2(w, 3),
             )
         except subprocess.TimeoutExpired:
-            os.close(w)
-            os.close(r)
             return {"error": f"timeout after {timeout}s"}
-        os.close(w)
-        out = os.read(r, 1 << 16).decode()
-        os.close(r)
+        out = open(out_path).read() if os.path.exists(out_path) else ""
         if proc.returncode != 0 or not out.strip():
             return {"error": proc.stderr.decode()[-400:].strip().splitlines()[-1:] or ["failed"]}
-        return json.loads(out.strip().splitlines()[-1])
+        return json.loads(out)
 
 
 def fmt(v, unit):
@@ -180,6 +174,7 @@ def main():
     ap.add_argument("--log-calls", type=int, default=2_000_000)
     ap.add_argument("--timeout", type=int, default=900)
     a = ap.parse_args()
+    a.ours, a.flordb, a.mlflow = (os.path.abspath(p) for p in (a.ours, a.flordb, a.mlflow))
     systems = {"flordb (this)": ("flor", a.ours), "FlorDB 4.0.1": ("flor", a.flordb), "MLflow (SQLite)": ("mlflow", a.mlflow)}
     results = {}
     for label, (kind, py) in systems.items():
@@ -214,6 +209,8 @@ def main():
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        system, task, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
+        del sys.argv[1:]  # FlorDB 4.0.1 parses the command line when imported
+        worker(system, task, n)
     else:
         main()

@@ -13,13 +13,14 @@ use std::sync::Arc;
 
 /// A query context over everything sealed in the handle's project plus the
 /// handle's own unsealed run (so a script sees what it logged before
-/// `commit`), with the `versions` table when the project is a repository.
-fn context(h: &FlorHandle) -> FfiResult<FlorContext> {
+/// `commit`), with the `versions` table (`with_versions`, in a repository;
+/// the pivot does not read it).
+fn context(h: &FlorHandle, with_versions: bool) -> FfiResult<FlorContext> {
     let store = h.flor.store();
     let mut scan = store.scan()?;
     scan.extend(h.flor.pending()?);
     let mut tables = Tables::from(scan);
-    if store.in_repo() {
+    if with_versions && store.in_repo() {
         // A history that cannot be read leaves `versions` empty rather than
         // failing every query (FlorContext::open does the same).
         if let Ok(b) = flordb::store::versions::list(store.root()) {
@@ -71,7 +72,7 @@ pub unsafe extern "C" fn flor_query_dataframe(
     guard(|| {
         // SAFETY: contract.
         let (h, names) = unsafe { (handle(h)?, str_list_arg(names, lens, n, "names")?) };
-        let ctx = context(h)?;
+        let ctx = context(h, false)?;
         let batch = if latest { ctx.latest_dataframe(&names)? } else { ctx.dataframe(&names)? };
         export(batch, out)
     })
@@ -95,7 +96,7 @@ pub unsafe extern "C" fn flor_query_sql(
     guard(|| {
         // SAFETY: contract.
         let (h, sql) = unsafe { (handle(h)?, str_arg(sql, len, "sql")?) };
-        let batch = context(h)?.sql(sql)?;
+        let batch = context(h, true)?.sql(sql)?;
         export(batch, out)
     })
 }

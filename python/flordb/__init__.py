@@ -19,7 +19,7 @@ cell). Errors raise :class:`FlorError` subclasses (``flordb.errors``).
 from . import errors, utils, checkpoints
 from .errors import *  # noqa: F401,F403 - FlorError and its subclasses
 from .api import log, arg, loop, iteration, checkpointing, commit
-from .query import dataframe, query
+from ._query import dataframe, query
 
 __version__ = "0.1.0"
 

@@ -299,16 +299,17 @@ def test_query_returns_typed_frames(repo):
     assert str(df["n"].dtype) == "Int64" and df["s"].dtype == "float64"
 
 
-def test_python_m_flordb(repo):
+def test_python_m_flordb_is_the_flor_command(repo):
     run_script(repo, "import flordb as flor\nfor i in flor.loop('epoch', range(2)):\n    flor.log('loss', 1.5 - i)\n", env={"FLOR_ECHO": "0"})
-    out = subprocess.run([sys.executable, "-m", "flordb", "--format", "csv", "dataframe", "loss"], cwd=repo, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "flordb"]
+    out = subprocess.run([*cmd, "dataframe", "loss", "--format", "csv"], cwd=repo, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "projid,tstamp,filename,source,epoch,loss"
     assert [l.split(",")[-2:] for l in lines[1:]] == [["0", "1.5"], ["1", "0.5"]]
-    out = subprocess.run([sys.executable, "-m", "flordb", "sql", "SELECT count(*) AS n FROM logs"], cwd=repo, capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.split() == ["n", "2"]
-    bad = subprocess.run([sys.executable, "-m", "flordb", "sql", "SELEC"], cwd=repo, capture_output=True, text=True)
-    assert bad.returncode == 1 and bad.stderr.startswith("flordb: ") and "Traceback" not in bad.stderr
+    out = subprocess.run([*cmd, "sql", "SELECT count(*) AS n FROM logs", "--format", "csv"], cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["n", "2"], out.stderr
+    bad = subprocess.run([*cmd, "sql", "SELEC"], cwd=repo, capture_output=True, text=True)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
     # A query-only process creates no run.
     assert len(read_back(repo, "flor.query('SELECT * FROM runs')")) == 1
