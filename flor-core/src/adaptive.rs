@@ -83,6 +83,10 @@ pub enum Schedule {
     },
     /// At the end of every outer iteration (`FLOR_CKPT=every`).
     Every,
+    /// At the end of every `k`-th outer iteration (0-based iterations
+    /// `k-1, 2k-1, …`) and the last (`FLOR_CKPT=every:k`), for runs that
+    /// want a fixed period.
+    EveryNth(u32),
 }
 
 /// Why [`AdaptivePeriod::decide`] answered as it did.
@@ -204,7 +208,8 @@ impl AdaptivePeriod {
 
     /// The policy for a `FLOR_CKPT` value: absent, empty or `adaptive` →
     /// adaptive with [`DEFAULT_TARGET_OVERHEAD`]; `every` → every iteration;
-    /// a number (`0.05`) or a percentage (`5%`) → adaptive with that target.
+    /// `every:K` → every K-th iteration and the last; a number (`0.05`) or a
+    /// percentage (`5%`) → adaptive with that target.
     /// Case and surrounding spaces are ignored.
     ///
     /// # Errors
@@ -218,6 +223,13 @@ impl AdaptivePeriod {
         match v.as_str() {
             "" | "adaptive" => AdaptivePeriod::new(DEFAULT_TARGET_OVERHEAD),
             "every" => Ok(AdaptivePeriod::every_iteration()),
+            _ if v.starts_with("every:") => {
+                let k: u32 = v["every:".len()..].trim().parse().map_err(|_| bad())?;
+                if k == 0 {
+                    return Err(bad());
+                }
+                Ok(AdaptivePeriod::with_schedule_ppm(Schedule::EveryNth(k), PPM))
+            }
             _ => {
                 let target = match v.strip_suffix('%') {
                     Some(pct) => pct.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
@@ -269,6 +281,9 @@ impl AdaptivePeriod {
         }
         let reason = match self.schedule {
             Schedule::Every => Reason::Every,
+            Schedule::EveryNth(_) if is_last => Reason::Last,
+            Schedule::EveryNth(k) if (iteration + 1) % i64::from(k.max(1)) == 0 => Reason::Every,
+            Schedule::EveryNth(_) => Reason::Skip,
             Schedule::Adaptive { .. } if is_last => Reason::Last,
             Schedule::Adaptive { .. } if self.checkpoints == 0 => Reason::First,
             Schedule::Adaptive { .. } if self.budget_allows() => Reason::Budget,
@@ -294,6 +309,9 @@ impl AdaptivePeriod {
     pub fn period(&self) -> Option<u64> {
         if self.schedule == Schedule::Every {
             return Some(1);
+        }
+        if let Schedule::EveryNth(k) = self.schedule {
+            return Some(u64::from(k.max(1)));
         }
         if self.checkpoints == 0 || self.iterations == 0 || self.iteration_ns == 0 {
             return None;
@@ -444,6 +462,18 @@ mod tests {
     }
 
     #[test]
+    fn every_nth_takes_a_fixed_period_and_the_last() {
+        let p = AdaptivePeriod::from_setting(Some("every:2")).unwrap();
+        assert_eq!(p.schedule(), Schedule::EveryNth(2));
+        let (taken, p) = simulate(p, 6, 0.01, 0.05);
+        assert_eq!(taken, vec![1, 3, 5]);
+        assert_eq!(p.period(), Some(2));
+        let (taken, _) = simulate(AdaptivePeriod::from_setting(Some("every:4")).unwrap(), 6, 0.01, 0.05);
+        assert_eq!(taken, vec![3, 5]);
+        assert!(AdaptivePeriod::from_setting(Some("every:0")).is_err());
+    }
+
+    #[test]
     fn decide_is_idempotent_per_iteration() {
         let mut p = AdaptivePeriod::new(0.01).unwrap();
         p.observe_iteration(0.01);
@@ -461,6 +491,7 @@ mod tests {
         let target = |s: Option<&str>| match AdaptivePeriod::from_setting(s).unwrap().schedule() {
             Schedule::Adaptive { target_overhead } => target_overhead,
             Schedule::Every => -1.0,
+            Schedule::EveryNth(k) => -f64::from(k),
         };
         assert_eq!(target(None), 0.01);
         assert_eq!(target(Some("")), 0.01);

@@ -182,3 +182,31 @@ def test_a_killed_worker_fails_its_unit_only_and_leaves_the_repo_alone(project, 
     # its write-ahead log; nothing at or after the kill.
     killed = [e for t, e in per_run.items() if t not in full]
     assert all(e <= {0, 1} for e in killed), per_run
+
+
+def test_checkpoints_every_second_epoch_still_give_exact_values(tmp_path):
+    """Checkpoints at epochs 1, 3, 5 only: each selected epoch restores the
+    nearest earlier checkpoint and re-runs the gap with logging off."""
+    root = new_repo(tmp_path / "sparse")
+    v2 = refactor(V1)
+    (root / "train.py").write_text(v2)
+    git(root, "add", "train.py")
+    git(root, "commit", "-qm", "v2")
+    run(root, "train.py", "--kwargs", *RUN_V2, env={"FLOR_CKPT": "every:2"})
+    ckpts = frame_sql(root, "SELECT DISTINCT iteration FROM checkpoints ORDER BY iteration")
+    today = with_statement(v2, "for epoch in flor.loop", W_NORM)
+    (root / "train.py").write_text(today)
+    p = run(root, "-m", "flordb", "replay", "w_norm", "--yes", "--workers", "2")
+    assert "3 of 6" in p.stdout, p.stdout
+    rows = [r for r in frame(root, "w_norm") if r.get("w_norm") is not None]
+    got = {(r["epoch"], None): r["w_norm"] for r in rows}
+    assert got == fresh_values(tmp_path, "w_norm", today, RUN_V2, "sparse")
+    assert ckpts in ([], [1, 3, 5])
+
+
+def frame_sql(root, sql):
+    """The first column of ``sql``'s result, or [] when the table is absent."""
+    code = "import flordb as flor, json, sys\ntry:\n    print(json.dumps([int(x) for x in flor.query(%r).iloc[:, 0]]))\nexcept Exception:\n    print('[]')\n" % sql
+    import json
+
+    return json.loads(run(root, "-c", code).stdout)
