@@ -1,0 +1,149 @@
+"""Replay benchmark (issue 7 acceptance item 4). See BENCHMARKS.md.
+
+Times, wall clock, in one invocation:
+  full    a full run of today's script (with the hindsight statement) in a
+          fresh repo: what you pay without replay, per run;
+  rep1    `python -m flordb replay w_norm --yes --workers 1` over RUNS runs
+          recorded with FLOR_CKPT=every (project A);
+  rep2    the same with --workers 2 over RUNS identical runs in project B;
+  peer    FlorDB 4.0.1: record RUNS runs, then `flordb replay --apply w_norm`
+          (replays from iteration 0, one process) in its own repo and venv.
+"""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+PY = os.environ.get("FLOR_PY", "/tmp/venv-replay/bin/python")
+PEER_PY = os.environ.get("FLOR_PEER_PY", str(ROOT / "target/py/venv-peer/bin/python"))
+RUNS = int(os.environ.get("RUNS", "2"))
+EPOCHS = int(os.environ.get("EPOCHS", "10"))
+STMT = '        flor.log("w_norm", float(np.linalg.norm(W)))\n'
+ANCHOR = 'for epoch in flor.loop("epoch"'
+BASE_ENV = dict(os.environ, FLOR_ECHO="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def sh(cwd, *args, env=None, stdin=None):
+    p = subprocess.run(list(args), cwd=cwd, env=env or BASE_ENV, input=stdin, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"FAILED {args} in {cwd} ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def timed(cwd, *args, env=None, stdin=None):
+    t = time.perf_counter()
+    p = sh(cwd, *args, env=env, stdin=stdin)
+    return time.perf_counter() - t, p
+
+
+def repo(path, src):
+    path.mkdir()
+    sh(path, "git", "init", "-q", "-b", "main")
+    sh(path, "git", "config", "user.email", "bench@example.invalid")
+    sh(path, "git", "config", "user.name", "bench")
+    (path / "train_slow.py").write_text(src)
+    sh(path, "git", "add", "train_slow.py")
+    sh(path, "git", "commit", "-qm", "v1")
+    return path
+
+
+def with_stmt(src):
+    i = src.index(ANCHOR)
+    j = src.index("\n", i) + 1
+    return src[:j] + STMT + src[j:]
+
+
+def count_w_norm(py, cwd, env):
+    code = ("import flordb as flor\n"
+            "df = flor.dataframe('w_norm')\n"
+            "print(int(df['w_norm'].notna().sum()) if 'w_norm' in df else 0)\n")
+    return int(sh(cwd, py, "-c", code, env=env).stdout.strip().splitlines()[-1])
+
+
+def main():
+    src = (HERE / "train_slow.py").read_text()
+    today = with_stmt(src)
+    args = ["--kwargs", f"epochs={EPOCHS}"]
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="flor-replay-bench-"))
+    ckpt = dict(BASE_ENV, FLOR_CKPT="every")
+    res = {}
+    try:
+        load0 = os.getloadavg()
+        # Full re-run of today's script, fresh repo, no checkpoints.
+        c = repo(tmp / "full", today)
+        res["full"], _ = timed(c, PY, "train_slow.py", *args)
+        # Record RUNS runs in A and in B (checkpoint every epoch).
+        rec = []
+        for name in ("A", "B"):
+            r = repo(tmp / name, src)
+            for _ in range(RUNS):
+                t, _ = timed(r, PY, "train_slow.py", *args, env=ckpt)
+                rec.append(t)
+            (r / "train_slow.py").write_text(today)
+        res["record_ckpt"] = sum(rec) / len(rec)
+        res["rep1"], p1 = timed(tmp / "A", PY, "-m", "flordb", "replay", "w_norm", "--yes", "--workers", "1")
+        res["rep2"], p2 = timed(tmp / "B", PY, "-m", "flordb", "replay", "w_norm", "--yes", "--workers", "2")
+        n1, n2 = count_w_norm(PY, tmp / "A", BASE_ENV), count_w_norm(PY, tmp / "B", BASE_ENV)
+        # Peer: FlorDB 4.0.1 in its own repo and venv; `python` on PATH is the
+        # peer's, because its replay spawns `python train_slow.py --replay_flor`.
+        peer_env = dict(BASE_ENV, PATH=str(pathlib.Path(PEER_PY).parent) + os.pathsep + BASE_ENV["PATH"])
+        peer_env.pop("VIRTUAL_ENV", None)
+        res["peer_record"] = res["peer_replay"] = None
+        pn = None
+        peer_err = None
+        if os.path.exists(PEER_PY):
+            try:
+                pr = repo(tmp / "P", src)
+                pt = []
+                for _ in range(RUNS):
+                    t, _ = timed(pr, PEER_PY, "train_slow.py", *args, env=peer_env)
+                    pt.append(t)
+                res["peer_record"] = sum(pt) / len(pt)
+                (pr / "train_slow.py").write_text(today)
+                res["peer_replay"], pp = timed(pr, PEER_PY, "-m", "flordb", "replay", "--apply", "w_norm",
+                                               env=peer_env, stdin="y\n")
+                pn = count_w_norm(PEER_PY, pr, peer_env)
+            except SystemExit as e:
+                peer_err = str(e)[:2000]
+        load1 = os.getloadavg()
+    finally:
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print("kept", tmp)
+
+    per1 = res["rep1"] / RUNS
+    per2 = res["rep2"] / RUNS
+    print(f"# replay bench: {RUNS} run(s) x {EPOCHS} epochs per project, BLAS threads=1, cores={os.cpu_count()}")
+    print(f"# load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    print(f"# w_norm values after replay: A(1 worker)={n1}, B(2 workers)={n2}, peer={pn} (expected {RUNS * EPOCHS} each)")
+    print("| measurement | wall s | per run s |")
+    print("| --- | ---: | ---: |")
+    print(f"| full re-run of today's script (1 run, no checkpoints) | {res['full']:.2f} | {res['full']:.2f} |")
+    print(f"| recording with FLOR_CKPT=every (mean of {2 * RUNS} runs) | {res['record_ckpt']:.2f} | {res['record_ckpt']:.2f} |")
+    print(f"| flordb replay w_norm --workers 1 ({RUNS} runs) | {res['rep1']:.2f} | {per1:.2f} |")
+    print(f"| flordb replay w_norm --workers 2 ({RUNS} runs) | {res['rep2']:.2f} | {per2:.2f} |")
+    if res["peer_record"] is not None:
+        print(f"| FlorDB 4.0.1 recording (mean of {RUNS} runs) | {res['peer_record']:.2f} | {res['peer_record']:.2f} |")
+    if res["peer_replay"] is not None:
+        print(f"| FlorDB 4.0.1 replay --apply w_norm ({RUNS} runs) | {res['peer_replay']:.2f} | {res['peer_replay'] / RUNS:.2f} |")
+    print()
+    print(f"full re-run / replay per run (1 worker): {res['full'] / per1:.1f}x  (target >= 20x)")
+    print(f"replay 1 worker / 2 workers (same {RUNS} runs): {res['rep1'] / res['rep2']:.2f}x  (target >= 1.8x)")
+    if res["peer_replay"] is not None:
+        print(f"FlorDB 4.0.1 replay / flordb replay (1 worker): {res['peer_replay'] / res['rep1']:.1f}x")
+    if peer_err:
+        print("peer failed:\n" + peer_err)
+    print("--- flordb replay --workers 1 output (tail) ---")
+    print(p1.stdout[-1500:])
+    print("--- flordb replay --workers 2 output (tail) ---")
+    print(p2.stdout[-800:])
+
+
+if __name__ == "__main__":
+    main()
