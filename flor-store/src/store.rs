@@ -64,14 +64,15 @@ pub struct WriterOptions {
     /// a killed process loses at most this much.
     pub flush_interval: Duration,
     /// Records buffered before the logging thread hands a batch to the
-    /// writer thread itself (default 65,536); at most 4 such batches queue,
-    /// then the logging thread waits (bounded memory).
+    /// writer thread itself (default 16,384); at most one such batch waits
+    /// to be written, then the logging thread waits (bounded memory, and a
+    /// bounded lag behind the WAL).
     pub batch_records: usize,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { flush_interval: Duration::from_millis(100), batch_records: 1 << 16 }
+        WriterOptions { flush_interval: Duration::from_millis(100), batch_records: 1 << 14 }
     }
 }
 
@@ -305,8 +306,9 @@ struct Shared {
 }
 
 /// The most full batches that may wait for the writer thread before a
-/// logging thread waits (bounded memory).
-const MAX_QUEUED: usize = 4;
+/// logging thread waits: one being written while the next fills, so the
+/// log lags the WAL by at most two batches (bounded memory and time).
+const MAX_QUEUED: usize = 1;
 
 /// The background writer of one run in this process.
 ///

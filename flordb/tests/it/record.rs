@@ -1,7 +1,7 @@
 //! The durable record path (issue 2): values, names, loops, runs, crash,
 //! concurrency, corruption and git behaviour, through the real store.
 
-use crate::common::{child, opts, repo};
+use crate::common::{child, child_prioritized, opts, repo};
 use flordb::store::arrow::array::{AsArray, RecordBatch};
 use flordb::store::arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type};
 use flordb::store::store::Store;
@@ -177,7 +177,7 @@ fn sigkill_loses_at_most_one_flush_interval() {
     let interval = Duration::from_millis(100);
     for trial in 0..20u64 {
         let (_d, root) = repo();
-        let mut c = child("log_forever", &root).stdout(std::process::Stdio::piped()).spawn().expect("spawn");
+        let mut c = child_prioritized("log_forever", &root).stdout(std::process::Stdio::piped()).spawn().expect("spawn");
         let stdout = c.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
