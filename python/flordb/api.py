@@ -85,8 +85,15 @@ def _intern(name):
 
 
 def _log_other(h, nid, value):
-    """The typed call for a value that is not exactly float/int/bool/str."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    """The typed call for a value that is not exactly float/int/bool/str:
+    numpy scalars and 0-d arrays/tensors by their Python value, lists and
+    dicts as JSON, anything else as its repr."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        try:
+            value = value.item()
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):
         return _bool(h, nid, bool(value))
     if isinstance(value, numbers.Integral):
         v = int(value)
@@ -175,7 +182,7 @@ def _py_cast(name, text, default):
 
 def _arg_native(h, name, default):
     b = name.encode("utf-8")
-    if isinstance(default, bool) or type(default).__name__ == "bool_":
+    if isinstance(default, bool) or type(default).__name__ in ("bool_", "bool"):
         out = ffi.new("bool *")
         return lib.flor_arg_bool(h, b, len(b), bool(default), out), lambda: bool(out[0])
     if isinstance(default, numbers.Integral):

@@ -34,11 +34,18 @@ def test_log_returns_its_value_and_keeps_types(repo):
         assert math.isnan(flor.log("nan", float("nan")))
         assert flor.log("inf", float("-inf")) == float("-inf")
         assert flor.log("big", 2**70) == 2**70
+        import numpy as np
+        flor.log("np_f", np.float32(0.5))
+        flor.log("np_i", np.int16(-4))
+        flor.log("np_b", np.bool_(True))
+        flor.log("np_0d", np.array(2.5))
+        flor.log("np_arr", np.arange(3))
         """,
         env={"FLOR_ECHO": "0"},
     )
     df = dataframe(repo)  # run level: one row, every name a column
-    assert list(df.columns) == ["projid", "tstamp", "filename", "source", "i", "f", "b", "s", "l", "d", "o", "nan", "inf", "big"]
+    assert list(df.columns) == ["projid", "tstamp", "filename", "source", "i", "f", "b", "s", "l", "d", "o", "nan", "inf", "big",
+                                "np_f", "np_i", "np_b", "np_0d", "np_arr"]
     assert len(df) == 1
     row = df.iloc[0]
     assert row["projid"] == repo.name
@@ -52,6 +59,7 @@ def test_log_returns_its_value_and_keeps_types(repo):
     assert row["d"] == {"k": [1, 2]}
     assert row["o"] == "Thing(7)"
     assert math.isnan(row["nan"]) and row["inf"] == float("-inf")
+    assert (row["np_f"], row["np_i"], row["np_b"], row["np_0d"], row["np_arr"]) == (0.5, -4, True, 2.5, "array([0, 1, 2])")
     types = query(repo, "SELECT value_name, value_type FROM logs ORDER BY seq")
     assert dict(zip(types["value_name"], types["value_type"])) == {
         "i": "int",
@@ -64,6 +72,11 @@ def test_log_returns_its_value_and_keeps_types(repo):
         "nan": "float",
         "inf": "float",
         "big": "json",
+        "np_f": "float",
+        "np_i": "int",
+        "np_b": "bool",
+        "np_0d": "float",
+        "np_arr": "repr",
     }
 
 
