@@ -320,8 +320,9 @@ def test_python_m_flordb_is_the_flor_command(repo):
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "projid,tstamp,filename,source,epoch,loss"
     assert [l.split(",")[-2:] for l in lines[1:]] == [["0", "1.5"], ["1", "0.5"]]
-    out = subprocess.run([*cmd, "sql", "SELECT count(*) AS n FROM logs", "--format", "csv"], cwd=repo, capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.split() == ["n", "2"], out.stderr
+    for sub in ("sql", "query"):
+        out = subprocess.run([*cmd, sub, "SELECT count(*) AS n FROM logs", "--format", "csv"], cwd=repo, capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.split() == ["n", "2"], out.stderr
     bad = subprocess.run([*cmd, "sql", "SELEC"], cwd=repo, capture_output=True, text=True)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
     # A query-only process creates no run.
