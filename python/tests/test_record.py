@@ -327,3 +327,40 @@ def test_python_m_flordb_is_the_flor_command(repo):
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
     # A query-only process creates no run.
     assert len(read_back(repo, "flor.query('SELECT * FROM runs')")) == 1
+
+
+def test_ipython_cells_commit_what_they_logged(repo):
+    # A stand-in IPython (the real one is not a test dependency): flordb
+    # registers a post_run_cell callback when imported inside IPython.
+    (repo / "IPython.py").write_text(
+        "class _Events:\n"
+        "    def __init__(self):\n"
+        "        self.callbacks = {}\n"
+        "    def register(self, name, fn):\n"
+        "        self.callbacks.setdefault(name, []).append(fn)\n"
+        "class _Shell:\n"
+        "    events = _Events()\n"
+        "_shell = _Shell()\n"
+        "def get_ipython():\n"
+        "    return _shell\n"
+    )
+    proc = run_script(
+        repo,
+        """
+        import IPython
+        import flordb as flor
+        cell_done = IPython.get_ipython().events.callbacks["post_run_cell"]
+        flor.log("cell", 1)
+        run1 = flor.checkpoints.current_run()
+        for cb in cell_done:
+            cb()
+        assert flor.checkpoints.current_run() is None, "the cell's run was committed"
+        flor.log("cell", 2)
+        print("RUNS", run1 is not None, flor.checkpoints.current_run() != run1)
+        """,
+        name="notebook.py",
+        env={"FLOR_ECHO": "0"},
+    )
+    assert "RUNS True True" in proc.stdout
+    df = dataframe(repo, "cell")
+    assert list(df["cell"]) == [1, 2] and df["tstamp"].nunique() == 2
