@@ -111,7 +111,14 @@ fn time_plain_file(data: &[u8], iters: u64) -> Duration {
 /// The design the brief first named: every chunk a sled value under its
 /// hash (fixed 16 KiB chunks, blake3, zstd 1, inserted by 2 threads).
 fn time_sled_values(data: &[u8], iters: u64) -> Duration {
+    sled_values(data, iters).0
+}
+
+/// [`time_sled_values`], also returning the database's size on disk after
+/// the last iteration's flush.
+fn sled_values(data: &[u8], iters: u64) -> (Duration, u64) {
     let mut total = Duration::ZERO;
+    let mut disk = 0;
     for _ in 0..iters {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).flush_every_ms(None).open().unwrap();
@@ -133,8 +140,20 @@ fn time_sled_values(data: &[u8], iters: u64) -> Duration {
         });
         db.flush().unwrap();
         total += t.elapsed();
+        disk = dir_size(dir.path());
     }
-    total
+    (total, disk)
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// A group of 10 flat samples, one 256 MiB operation each.
@@ -148,8 +167,65 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     g
 }
 
+/// CPU seconds (user + system, all threads) this process has used, from
+/// `/proc/self/stat` (Linux; `None` elsewhere).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// CPU time of one write and one load of `data`: independent of other
+/// load on the machine; `bytes / (cpu / cores)` bounds the throughput an
+/// idle machine with that many cores can reach.
+fn cpu_report(data: &[u8]) {
+    for (name, opts) in [
+        ("default (zstd 1)", CheckpointOptions::default()),
+        ("zstd 3", CheckpointOptions { compression: Some(3), ..Default::default() }),
+        ("no compression", CheckpointOptions { compression: None, ..Default::default() }),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CheckpointStore::open_with(dir.path(), "cpu", opts).unwrap();
+        let (c0, t0) = (cpu_seconds(), Instant::now());
+        s.save(&[("epoch".into(), 0)], "model", data).unwrap();
+        s.flush().unwrap();
+        let (c1, t1) = (cpu_seconds(), Instant::now());
+        let back = s.load(&[("epoch".into(), 0)], "model").unwrap();
+        let (c2, t2) = (cpu_seconds(), Instant::now());
+        assert!(back == data);
+        let packs = s.disk_usage().unwrap().pack_bytes;
+        if let (Some(c0), Some(c1), Some(c2)) = (c0, c1, c2) {
+            let mb = data.len() as f64 / 1e6;
+            eprintln!(
+                "cpu, {name}: write {:.2} s CPU / {:.2} s wall, load {:.2} s CPU / {:.2} s wall \
+                 (CPU-bound ceiling on 2 idle cores: write {:.0} MB/s, load {:.0} MB/s); {packs} pack bytes",
+                c1 - c0,
+                (t1 - t0).as_secs_f64(),
+                c2 - c1,
+                (t2 - t1).as_secs_f64(),
+                mb / ((c1 - c0) / 2.0),
+                mb / ((c2 - c1) / 2.0)
+            );
+        }
+    }
+}
+
 fn throughput_256(c: &mut Criterion) {
     let data = weights(7, SIZE);
+    cpu_report(&data);
+    if let (Some(c0), t0) = (cpu_seconds(), Instant::now()) {
+        let (_, disk) = sled_values(&data, 1);
+        if let Some(c1) = cpu_seconds() {
+            let cpu = c1 - c0;
+            eprintln!(
+                "cpu, sled values (rejected design): write {cpu:.2} s CPU / {:.2} s wall \
+                 (CPU-bound ceiling on 2 idle cores: {:.0} MB/s); {disk} B on disk",
+                t0.elapsed().as_secs_f64(),
+                data.len() as f64 / 1e6 / (cpu / 2.0)
+            );
+        }
+    }
     let mut g = group(c, "checkpoint_256MiB");
     let default = CheckpointOptions::default();
     g.bench_function("write_default", |b| b.iter_custom(|n| time_write(&default, &data, n)));
