@@ -308,17 +308,25 @@ impl CheckpointStore {
         let index_path = dir.join("index");
         std::fs::create_dir_all(&packs_dir).map_err(|source| Error::Io { path: packs_dir.clone(), source })?;
         let sled_err = |e: sled::Error| Error::Sled { path: index_path.clone(), detail: e.to_string() };
-        let db = sled::Config::new()
-            .path(&index_path)
-            .cache_capacity(options.index_cache_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    Error::CheckpointLocked { run: run.to_string(), path: index_path.clone() }
-                }
-                e => sled_err(e),
-            })?;
+        // sled releases its file lock when its background threads let go of
+        // the database, a moment after the last handle in this process is
+        // dropped; a store reopened right after a close waits for that (up
+        // to 3 s) before reporting the database as held elsewhere.
+        let open = || sled::Config::new().path(&index_path).cache_capacity(options.index_cache_bytes).flush_every_ms(None).open();
+        let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut opened = open();
+        while opened.as_ref().is_err_and(locked) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            opened = open();
+        }
+        let db = opened.map_err(|e| {
+            if locked(&e) {
+                Error::CheckpointLocked { run: run.to_string(), path: index_path.clone() }
+            } else {
+                sled_err(e)
+            }
+        })?;
         let meta = db.open_tree("meta").map_err(sled_err)?;
         let corrupt = |detail: String| Error::Corrupt { path: index_path.clone(), offset: 0, detail };
         match meta.get("format").map_err(sled_err)? {

@@ -391,7 +391,7 @@ fn damaged_manifests_and_index_entries_are_named() {
     /// Rewrites the values of `tree` for which `f(key, value)` says so.
     type Rewrite<'a> = &'a dyn Fn(&[u8], &[u8]) -> Option<Vec<u8>>;
     let edit = |tree: &str, f: Rewrite| {
-        let db = sled::open(&index).unwrap();
+        let db = open_index(&index);
         let t = db.open_tree(tree).unwrap();
         for kv in t.iter() {
             let (k, v) = kv.unwrap();
@@ -410,7 +410,7 @@ fn damaged_manifests_and_index_entries_are_named() {
 
     // The manifest of epoch 2 (the larger key) loses its last byte.
     let last_key = {
-        let db = sled::open(&index).unwrap();
+        let db = open_index(&index);
         db.open_tree("manifests").unwrap().last().unwrap().unwrap().0
     };
     edit("manifests", &|k, v| (k == &last_key[..]).then(|| v[..v.len() - 1].to_vec()));
@@ -436,4 +436,19 @@ fn damaged_manifests_and_index_entries_are_named() {
     });
     let s = CheckpointStore::open(dir.path(), RUN).unwrap();
     damaged("shifted index entry", s.load(&at(&[("epoch", 2)]), "model").unwrap_err());
+}
+
+/// Opens a run's sled index directly, waiting (up to 3 s) for this
+/// process's previous handle to release sled's file lock.
+fn open_index(index: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match sled::open(index) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open {}: {e}", index.display()),
+        }
+    }
 }
