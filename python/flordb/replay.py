@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from . import _checkpoint
 from . import _native_api as native
 from ._native_api import ffi, lib
+from .api import _loop_text
 
 PROGRESS = "FLOR-REPLAY-PROGRESS"
 
@@ -171,10 +172,9 @@ def _schedule(selected, checkpoints, skip):
     return out
 
 
-def _native_iter(h, i, item):
-    from .api import _loop_text
-
-    text = _loop_text(item)
+def _native_iter(h, i, text):
+    """Starts iteration ``i`` (0-based) of the innermost loop, with the
+    iterated value's text or None."""
     if text is None:
         native.check(lib.flor_loop_iterate(h, i, ffi.NULL, 0))
     else:
@@ -194,7 +194,7 @@ def loop(name, iterable):
     try:
         if not outer:
             for i, item in enumerate(iterable):
-                _native_iter(h, i, item)
+                _native_iter(h, i, _loop_text(item))
                 yield item
             return
         mode = SPEC["mode"]
@@ -215,7 +215,7 @@ def loop(name, iterable):
                 break
             _suppress = saved or kind == "gap"
             _selected_now = kind == "selected"
-            _native_iter(h, i, items[i])
+            _native_iter(h, i, _loop_text(items[i]))
             yield items[i]
             _selected_now = False
             if kind == "selected":
@@ -234,12 +234,7 @@ def iteration(name, idx, value=None):
     h = _h()
     bname = name.encode("utf-8")
     native.check(lib.flor_loop_enter(h, bname, len(bname)))
-    text = str(value) if value is not None else None
-    if text is None:
-        native.check(lib.flor_loop_iterate(h, int(idx or 0), ffi.NULL, 0))
-    else:
-        tb = text.encode("utf-8")
-        native.check(lib.flor_loop_iterate(h, int(idx or 0), tb, len(tb)))
+    _native_iter(h, int(idx or 0), str(value) if value is not None else None)
     _layers.append(name)
     try:
         yield
