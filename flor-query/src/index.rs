@@ -152,18 +152,56 @@ pub(crate) struct Frames {
     pub cols: Vec<(String, u32)>,
     /// Where each frame's kept copy is stored: `(loops batch, row)`.
     pub origin: Vec<(u32, u32)>,
-    lookup: FastMap<(u32, u64), u32>,
+    /// Per run: `ctx_id` → frame. One small map per run keeps each lookup
+    /// inside a cache-sized table (the same `ctx_id`s recur in every run of
+    /// a script, so they cannot share one map keyed by `ctx_id` alone).
+    lookup: Vec<FastMap<u64, u32>>,
 }
 
 impl Frames {
     /// The frame `(run, ctx_id)`, if stored.
     pub fn find(&self, run: u32, ctx: u64) -> Option<u32> {
-        self.lookup.get(&(run, ctx)).copied()
+        self.lookup.get(run as usize)?.get(&ctx).copied()
+    }
+
+    /// [`Frames::find`], first trying `hint` and the frame after it: records
+    /// and frames are stored in the order they were made, so a record's
+    /// frame is usually its predecessor's or the next one.
+    fn find_near(&self, hint: u32, run: u32, ctx: u64) -> Option<u32> {
+        for f in [hint, hint.wrapping_add(1)] {
+            let fu = f as usize;
+            if self.ctx.get(fu) == Some(&ctx) && self.run.get(fu) == Some(&run) {
+                return Some(f);
+            }
+        }
+        self.find(run, ctx)
     }
 
     /// Number of frames.
     pub fn len(&self) -> usize {
         self.run.len()
+    }
+
+    /// The innermost frame of each row of a `logs` batch whose runs are `runs`.
+    fn of_rows(&self, b: &RecordBatch, runs: &[u32]) -> Result<Vec<u32>> {
+        let ctx = b.column_by_name("ctx_id").and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(|| missing("logs", "ctx_id"))?;
+        let mut hint = 0u32;
+        Ok(runs
+            .iter()
+            .zip(ctx.values().iter())
+            .map(|(&run, &c)| {
+                if c == flor_core::recorder::RUN_LEVEL_CTX {
+                    return NONE;
+                }
+                match self.find_near(hint, run, c) {
+                    Some(f) => {
+                        hint = f;
+                        f
+                    }
+                    None => NONE,
+                }
+            })
+            .collect())
     }
 
     /// Whether any frame was stored more than once (the `loops` table then
@@ -179,6 +217,9 @@ pub(crate) struct Index {
     pub runs: Runs,
     /// For each `logs` batch, the run of each row.
     pub log_runs: Vec<Vec<u32>>,
+    /// For each `logs` batch, the innermost frame of each row: [`NONE`] at
+    /// run level or when the frame was never stored.
+    pub log_frames: Vec<Vec<u32>>,
     pub frames: Frames,
 }
 
@@ -203,7 +244,23 @@ impl Index {
             }
         }
         let mut frames = Frames::default();
-        let mut p_ctx: Vec<u64> = Vec::new();
+        // Size each run's map once (rows per run; duplicates only over-reserve).
+        let mut per_run = vec![0usize; runs.tstamp.len()];
+        for rs in &loop_runs {
+            for &r in rs {
+                per_run[remap[r as usize] as usize] += 1;
+            }
+        }
+        frames.lookup = per_run.iter().map(|&n| FastMap::with_capacity_and_hasher(n, Default::default())).collect();
+        let total: usize = per_run.iter().sum();
+        for v in [&mut frames.run, &mut frames.parent, &mut frames.col] {
+            v.reserve(total);
+        }
+        frames.ctx.reserve(total);
+        frames.iteration.reserve(total);
+        frames.value.reserve(total);
+        frames.origin.reserve(total);
+        let mut p_ctx: Vec<u64> = Vec::with_capacity(total);
         let mut has_duration: Vec<bool> = Vec::new();
         let mut names: HashMap<String, u32> = HashMap::new();
         let mut name_of: Vec<u32> = Vec::new();
@@ -218,9 +275,13 @@ impl Index {
             let mut last_name: Option<(usize, u32)> = None;
             for i in 0..b.num_rows() {
                 let run = remap[rs[i] as usize];
-                let key = (run, ctx.value(i));
+                let c = ctx.value(i);
                 let dur_ok = dur.is_valid(i);
-                if let Some(&f) = frames.lookup.get(&key) {
+                let f = frames.run.len() as u32;
+                let Some(map) = frames.lookup.get_mut(run as usize) else { continue };
+                let slot = map.entry(c).or_insert(f);
+                if *slot != f {
+                    let f = *slot;
                     // Keep the copy that knows its duration (the forward one).
                     if dur_ok && !has_duration[f as usize] {
                         frames.origin[f as usize] = (bi as u32, i as u32);
@@ -249,10 +310,8 @@ impl Index {
                 } else {
                     NONE
                 };
-                let f = frames.run.len() as u32;
-                frames.lookup.insert(key, f);
                 frames.run.push(run);
-                frames.ctx.push(ctx.value(i));
+                frames.ctx.push(c);
                 frames.iteration.push(it.value(i));
                 frames.value.push(value);
                 frames.origin.push((bi as u32, i as u32));
@@ -261,13 +320,21 @@ impl Index {
                 name_of.push(name_id);
             }
         }
-        // Parents.
-        frames.parent = (0..frames.len())
-            .map(|f| match p_ctx[f] {
-                flor_core::recorder::RUN_LEVEL_CTX => NONE,
-                p => frames.find(frames.run[f], p).unwrap_or(NONE),
-            })
-            .collect();
+        // Parents (siblings follow each other and share theirs).
+        let mut last: (u32, u64, u32) = (NONE, flor_core::recorder::RUN_LEVEL_CTX, NONE);
+        for f in 0..frames.len() {
+            let (run, p) = (frames.run[f], p_ctx[f]);
+            let parent = if p == flor_core::recorder::RUN_LEVEL_CTX {
+                NONE
+            } else if (run, p) == (last.0, last.1) {
+                last.2
+            } else {
+                let found = frames.find(run, p).unwrap_or(NONE);
+                last = (run, p, found);
+                found
+            };
+            frames.parent.push(parent);
+        }
         // Columns: (loop name, occurrence among ancestors).
         let mut name_text: Vec<&str> = vec![""; names.len()];
         for (n, &id) in &names {
@@ -277,6 +344,10 @@ impl Index {
         let mut cols: Vec<(String, u32)> = Vec::new();
         frames.col = (0..frames.len())
             .map(|f| {
+                // Siblings (same name and parent) share the column.
+                if f > 0 && frames.parent[f] == frames.parent[f - 1] && name_of[f] == name_of[f - 1] {
+                    return NONE;
+                }
                 let mut occurrence = 0u32;
                 let mut p = frames.parent[f];
                 let mut steps = 0;
@@ -294,7 +365,13 @@ impl Index {
                 })
             })
             .collect();
+        for f in 1..frames.len() {
+            if frames.col[f] == NONE {
+                frames.col[f] = frames.col[f - 1];
+            }
+        }
         frames.cols = cols;
-        Ok(Index { runs, log_runs, frames })
+        let log_frames = logs.iter().zip(&log_runs).map(|(b, rs)| frames.of_rows(b, rs)).collect::<Result<Vec<_>>>()?;
+        Ok(Index { runs, log_runs, log_frames, frames })
     }
 }

@@ -17,6 +17,8 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array, Int64Builder,
     RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray, UInt64Array,
 };
+use datafusion::arrow::array::builder::NullBufferBuilder;
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, UInt64Type};
 use flor_core::ValueType;
 use std::collections::{HashMap, HashSet};
@@ -187,16 +189,38 @@ fn name_column(logs: &[LogCols<'_>], sel: &Selected, vals: &[u32], rows: &[u32])
             cell(logs, sel, r)
         }
     };
+    // One pass that also gathers the values as f64 (and i64): enough when
+    // the column turns out to hold floats only (or ints only).
     let mut kinds: Vec<ValueType> = Vec::new();
+    let mut valid = NullBufferBuilder::new(rows.len());
+    let mut floats: Vec<f64> = Vec::with_capacity(rows.len());
+    let mut ints: Vec<i64> = Vec::with_capacity(rows.len());
     for &row in rows {
-        if let Some(c) = get(row) {
-            let k = c.kind();
-            if !kinds.contains(&k) {
-                kinds.push(k);
+        let c = get(row);
+        let (f, i) = match c {
+            Some(Cell::Float(v)) => (v, 0),
+            Some(Cell::Int(v)) => (0.0, v),
+            _ => (0.0, 0),
+        };
+        floats.push(f);
+        ints.push(i);
+        match c {
+            Some(c) => {
+                valid.append_non_null();
+                let k = c.kind();
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
             }
+            None => valid.append_null(),
         }
     }
     kinds.sort_by_key(|k| *k as u8);
+    match kinds.as_slice() {
+        [ValueType::Float] => return (Arc::new(Float64Array::new(floats.into(), valid.finish())), DataType::Float64, kinds),
+        [ValueType::Int] => return (Arc::new(Int64Array::new(ints.into(), valid.finish())), DataType::Int64, kinds),
+        _ => {}
+    }
     let numeric = kinds.iter().all(|k| matches!(k, ValueType::Int | ValueType::Float));
     match kinds.as_slice() {
         [ValueType::Int] => {
@@ -244,6 +268,24 @@ fn name_column(logs: &[LogCols<'_>], sel: &Selected, vals: &[u32], rows: &[u32])
     }
 }
 
+/// A `Utf8` array with `text(row)` for each of `rows`, built in one
+/// allocation per buffer (the repeated per-run texts make a builder's
+/// doubling and per-value checks the larger cost).
+fn text_column<'t>(rows: &[u32], text: impl Fn(&u32) -> &'t str) -> Result<StringArray> {
+    let total: usize = rows.iter().map(|r| text(r).len()).sum();
+    if i32::try_from(total).is_err() {
+        return Err(crate::Error::Input(format!("the dataframe's text column would hold {total} bytes, more than an Arrow Utf8 column can (2 GiB)")));
+    }
+    let mut values: Vec<u8> = Vec::with_capacity(total);
+    let mut offsets: Vec<i32> = Vec::with_capacity(rows.len() + 1);
+    offsets.push(0);
+    for r in rows {
+        values.extend_from_slice(text(r).as_bytes());
+        offsets.push(values.len() as i32);
+    }
+    StringArray::try_new(OffsetBuffer::new(offsets.into()), values.into(), None).map_err(arrow_err("a dataframe text column"))
+}
+
 /// Builds the output batch of `rows` (row numbers of `j`, in output order);
 /// `names[i]` labels `j.vals[i]`.
 pub(crate) fn build(
@@ -264,19 +306,32 @@ pub(crate) fn build(
         used.insert(label.to_owned());
         fields.push(Field::new(label, dt, false));
     }
-    cols.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|r| runs.projid[run_of(r)].as_str()))));
-    cols.push(Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| runs.tstamp[run_of(r)]))));
-    cols.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|r| runs.filename[run_of(r)].as_str()))));
-    cols.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|&r| source_label(row_source(sel, j, r as usize))))));
+    cols.push(Arc::new(text_column(rows, |r| runs.projid[run_of(r)].as_str())?));
+    cols.push(Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| runs.tstamp[run_of(r)]).collect::<Vec<_>>())));
+    cols.push(Arc::new(text_column(rows, |r| runs.filename[run_of(r)].as_str())?));
+    cols.push(Arc::new(text_column(rows, |&r| source_label(row_source(sel, j, r as usize)))?));
     for (slot, &c) in j.cols.iter().enumerate() {
         let (name, occurrence) = &frames.cols[c as usize];
         let base = if *occurrence == 0 { name.clone() } else { format!("{name}_{occurrence}") };
         let label = unique(&mut used, base.clone());
         let d = &j.dims[slot];
-        let it: Int64Array = rows.iter().map(|&r| (d[r as usize] != NONE).then(|| frames.iteration[d[r as usize] as usize])).collect();
+        let mut valid = NullBufferBuilder::new(rows.len());
+        let mut it: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut any_value = false;
+        for &r in rows {
+            let f = d[r as usize];
+            if f == NONE {
+                valid.append_null();
+                it.push(0);
+            } else {
+                valid.append_non_null();
+                it.push(frames.iteration[f as usize]);
+                any_value |= frames.value[f as usize] != NONE;
+            }
+        }
         fields.push(Field::new(label, DataType::Int64, true));
-        cols.push(Arc::new(it));
-        if rows.iter().any(|&r| d[r as usize] != NONE && frames.value[d[r as usize] as usize] != NONE) {
+        cols.push(Arc::new(Int64Array::new(it.into(), valid.finish())));
+        if any_value {
             let vals: StringArray = rows
                 .iter()
                 .map(|&r| {

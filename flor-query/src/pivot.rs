@@ -73,13 +73,11 @@ fn select(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> (Selected, Vec
     let mut sel = Selected::default();
     let mut per_name: Vec<Vec<u32>> = vec![Vec::new(); names.len()];
     let lookup: std::collections::HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    for (bi, (lc, runs)) in logs.iter().zip(&index.log_runs).enumerate() {
-        for (i, &run) in runs.iter().enumerate() {
+    for (bi, ((lc, runs), frames)) in logs.iter().zip(&index.log_runs).zip(&index.log_frames).enumerate() {
+        for (i, (&run, &frame)) in runs.iter().zip(frames).enumerate() {
             let name = lc.value_name.value(i);
             let which = if names.len() <= 4 { names.iter().position(|n| *n == name) } else { lookup.get(name).copied() };
             let Some(which) = which else { continue };
-            let ctx = lc.ctx_id.value(i);
-            let frame = if ctx == flor_core::recorder::RUN_LEVEL_CTX { NONE } else { index.frames.find(run, ctx).unwrap_or(NONE) };
             per_name[which].push(sel.batch.len() as u32);
             sel.push(bi as u32, i as u32, run, frame, lc.source_bits(i), lc.seq.value(i));
         }
@@ -325,6 +323,11 @@ fn order_and_dedup(index: &Index, sel: &Selected, logs: &[LogCols<'_>], j: &Join
             .then_with(|| src[a].cmp(&src[b]))
     };
     let mut rows: Vec<u32> = (0..n as u32).collect();
+    // Common case: the join produced the rows in order, each key once, so
+    // there is nothing to sort and no duplicate to drop.
+    if (1..n).all(|r| key_cmp(r - 1, r) == Ordering::Less) {
+        return rows;
+    }
     rows.sort_by(|&a, &b| {
         key_cmp(a as usize, b as usize).then_with(|| {
             for v in &j.vals {
