@@ -74,6 +74,9 @@ struct Level {
 #[derive(Debug, Default)]
 pub struct Recorder {
     stack: Vec<Level>,
+    /// [`Recorder::current_ctx`], kept up to date by the loop calls (it is
+    /// read on every record).
+    current: u64,
     names: Vec<String>,
     index: FxHashMap<String, NameId>,
 }
@@ -154,6 +157,7 @@ impl Recorder {
             loop_value: value,
         };
         level.frame = Some(frame.clone());
+        self.current = frame.ctx_id;
         Ok(frame)
     }
 
@@ -165,6 +169,7 @@ impl Recorder {
         match self.stack.last() {
             Some(l) if l.name == name => {
                 self.stack.pop();
+                self.current = self.innermost_ctx();
                 Ok(())
             }
             Some(l) => Err(Error::LoopMisuse(format!("loop_exit({name:?}) while loop {:?} is innermost", l.name))),
@@ -200,6 +205,10 @@ impl Recorder {
 
     /// The `ctx_id` records logged now attach to.
     pub fn current_ctx(&self) -> u64 {
+        self.current
+    }
+
+    fn innermost_ctx(&self) -> u64 {
         self.stack
             .iter()
             .rev()
@@ -215,6 +224,7 @@ impl Recorder {
     /// Drops the loop stack (a new run starts at run level); names stay interned.
     pub fn reset_loops(&mut self) {
         self.stack.clear();
+        self.current = RUN_LEVEL_CTX;
     }
 }
 

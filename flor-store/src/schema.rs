@@ -4,7 +4,11 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::{Arc, OnceLock};
 
 /// The format version written into every manifest and Parquet footer.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: sealed files leave out the columns constant within a seal (`projid`,
+/// `tstamp`, `run_id`, `filename`, and `source` of `logs`) and carry them in
+/// the footer metadata. 1: every column stored. Both are read.
+pub const FORMAT_VERSION: u32 = 2;
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, None)

@@ -23,6 +23,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,13 +96,48 @@ fn const_str(v: &str, n: usize) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n)))
 }
 
-fn key_columns(meta: &RunMeta, n: usize) -> Vec<ArrayRef> {
-    vec![
-        const_str(&meta.projid, n),
-        ts_array(meta.key.tstamp, n),
-        const_str(&format!("{:016x}", meta.key.run_id), n),
-        const_str(&meta.filename, n),
-    ]
+/// The columns that are constant within one writer's seal: the key columns
+/// `projid, tstamp, run_id, filename` of every table and `source` of `logs`.
+/// Sealed files leave them out (format version 2) and carry them in the
+/// Parquet footer's key-value metadata; [`read_segment`] puts them back.
+const KEY_COLUMNS: [&str; 4] = ["projid", "tstamp", "run_id", "filename"];
+
+/// The constant value of key column `name` (or `source`) for `meta`, as an
+/// array of `n` rows; `None` for any other column.
+fn constant_column(meta: &RunMeta, name: &str, n: usize) -> Option<ArrayRef> {
+    Some(match name {
+        "projid" => const_str(&meta.projid, n),
+        "tstamp" => ts_array(meta.key.tstamp, n),
+        "run_id" => const_str(&format!("{:016x}", meta.key.run_id), n),
+        "filename" => const_str(&meta.filename, n),
+        "source" => const_str(meta.source.as_str(), n),
+        _ => return None,
+    })
+}
+
+fn is_constant_column(name: &str) -> bool {
+    KEY_COLUMNS.contains(&name) || name == "source"
+}
+
+/// The schema of a sealed file of `table`: the table's schema without the
+/// constant columns.
+fn file_schema(full: &SchemaRef) -> SchemaRef {
+    let fields: Vec<_> = full.fields().iter().filter(|f| !is_constant_column(f.name())).cloned().collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// Completes a batch of `full`'s non-constant columns (in order) with the
+/// constant columns of `meta`.
+fn with_constants(meta: &RunMeta, full: &SchemaRef, partial: Vec<ArrayRef>, n: usize, what: &str) -> Result<RecordBatch> {
+    let mut partial = partial.into_iter();
+    let mut cols = Vec::with_capacity(full.fields().len());
+    for f in full.fields() {
+        match constant_column(meta, f.name(), n) {
+            Some(c) => cols.push(c),
+            None => cols.push(partial.next().ok_or_else(|| arrow_err(what, format!("column {} missing", f.name())))?),
+        }
+    }
+    RecordBatch::try_new(full.clone(), cols).map_err(|e| arrow_err(what, e))
 }
 
 fn arrow_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -108,20 +145,31 @@ fn arrow_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl RunData {
-    fn names(&self) -> HashMap<u32, &str> {
-        self.batch.names.iter().map(|(id, n)| (*id, n.as_str())).collect()
+    /// Name ids to names, indexed by id.
+    fn names(&self) -> Vec<Option<&str>> {
+        let len = self.batch.names.iter().map(|(id, _)| *id as usize + 1).max().unwrap_or(0);
+        let mut out = vec![None; len];
+        for (id, n) in &self.batch.names {
+            out[*id as usize] = Some(n.as_str());
+        }
+        out
     }
 
     /// The `logs` rows ([`schema::logs`]).
     ///
     /// # Errors
-    /// [`Error::Corrupt`]-free; [`Error::Format`] if Arrow rejects the arrays
-    /// (an internal bug), [`Error::Input`] for a record naming an unknown name id.
+    /// [`Error::Format`] if Arrow rejects the arrays (an internal bug),
+    /// [`Error::Input`] for a record naming an unknown name id.
     pub fn logs_batch(&self) -> Result<RecordBatch> {
+        let n = self.batch.records.len();
+        with_constants(&self.meta, &schema::logs(), self.logs_columns()?, n, "logs batch")
+    }
+
+    /// The non-constant `logs` columns, in schema order.
+    fn logs_columns(&self) -> Result<Vec<ArrayRef>> {
         let names = self.names();
         let recs = &self.batch.records;
         let n = recs.len();
-        let mut cols = key_columns(&self.meta, n);
         let mut name_b = StringBuilder::with_capacity(n, n * 8);
         let mut type_b = StringBuilder::with_capacity(n, n * 5);
         let mut int_b = Int64Builder::with_capacity(n);
@@ -130,32 +178,39 @@ impl RunData {
         let mut text_b = StringBuilder::new();
         for r in recs {
             let name = names
-                .get(&r.name)
+                .get(r.name as usize)
+                .copied()
+                .flatten()
                 .ok_or_else(|| Error::Input(format!("record refers to unknown name id {}", r.name)))?;
             name_b.append_value(name);
             type_b.append_value(r.value.value_type().as_str());
-            let (mut i, mut f, mut b, mut t) = (None, None, None, None);
             match &r.value {
-                Value::Int(v) => i = Some(*v),
-                Value::Float(v) => f = Some(*v),
-                Value::Bool(v) => b = Some(*v),
-                Value::Str(s) | Value::Json(s) | Value::Repr(s) => t = Some(s.as_str()),
+                Value::Int(v) => int_b.append_value(*v),
+                _ => int_b.append_null(),
             }
-            int_b.append_option(i);
-            float_b.append_option(f);
-            bool_b.append_option(b);
-            text_b.append_option(t);
+            match &r.value {
+                Value::Float(v) => float_b.append_value(*v),
+                _ => float_b.append_null(),
+            }
+            match &r.value {
+                Value::Bool(v) => bool_b.append_value(*v),
+                _ => bool_b.append_null(),
+            }
+            match &r.value {
+                Value::Str(s) | Value::Json(s) | Value::Repr(s) => text_b.append_value(s),
+                _ => text_b.append_null(),
+            }
         }
-        cols.push(Arc::new(UInt64Array::from_iter_values(recs.iter().map(|r| r.ctx_id))));
-        cols.push(Arc::new(UInt64Array::from_iter_values(0..n as u64)));
-        cols.push(Arc::new(name_b.finish()));
-        cols.push(Arc::new(type_b.finish()));
-        cols.push(Arc::new(int_b.finish()));
-        cols.push(Arc::new(float_b.finish()));
-        cols.push(Arc::new(bool_b.finish()));
-        cols.push(Arc::new(text_b.finish()));
-        cols.push(const_str(self.meta.source.as_str(), n));
-        RecordBatch::try_new(schema::logs(), cols).map_err(|e| arrow_err("logs batch", e))
+        Ok(vec![
+            Arc::new(UInt64Array::from_iter_values(recs.iter().map(|r| r.ctx_id))),
+            Arc::new(UInt64Array::from_iter_values(0..n as u64)),
+            Arc::new(name_b.finish()),
+            Arc::new(type_b.finish()),
+            Arc::new(int_b.finish()),
+            Arc::new(float_b.finish()),
+            Arc::new(bool_b.finish()),
+            Arc::new(text_b.finish()),
+        ])
     }
 
     /// The `loops` rows ([`schema::loops`]), one per distinct `ctx_id`.
@@ -163,18 +218,27 @@ impl RunData {
     /// # Errors
     /// [`Error::Format`] if Arrow rejects the arrays (an internal bug).
     pub fn loops_batch(&self) -> Result<RecordBatch> {
-        let durations: HashMap<u64, f64> = self.batch.frame_ends.iter().copied().collect();
-        let mut seen = HashSet::new();
+        let (cols, n) = self.loops_columns();
+        with_constants(&self.meta, &schema::loops(), cols, n, "loops batch")
+    }
+
+    /// The non-constant `loops` columns, in schema order, and their row count.
+    fn loops_columns(&self) -> (Vec<ArrayRef>, usize) {
+        let ends = &self.batch.frame_ends;
+        let mut durations: FxHashMap<u64, f64> = FxHashMap::with_capacity_and_hasher(ends.len(), Default::default());
+        durations.extend(ends.iter().copied());
+        let mut seen: FxHashSet<u64> = FxHashSet::with_capacity_and_hasher(self.batch.frames.len(), Default::default());
         let frames: Vec<_> = self.batch.frames.iter().filter(|f| seen.insert(f.ctx_id)).collect();
         let n = frames.len();
-        let mut cols = key_columns(&self.meta, n);
-        cols.push(Arc::new(UInt64Array::from_iter_values(frames.iter().map(|f| f.ctx_id))));
-        cols.push(Arc::new(UInt64Array::from_iter_values(frames.iter().map(|f| f.p_ctx_id))));
-        cols.push(Arc::new(StringArray::from_iter_values(frames.iter().map(|f| f.loop_name.as_str()))));
-        cols.push(Arc::new(arrow::array::Int64Array::from_iter_values(frames.iter().map(|f| f.iteration))));
-        cols.push(Arc::new(StringArray::from_iter(frames.iter().map(|f| f.loop_value.as_deref()))));
-        cols.push(Arc::new(arrow::array::Float64Array::from_iter(frames.iter().map(|f| durations.get(&f.ctx_id).copied()))));
-        RecordBatch::try_new(schema::loops(), cols).map_err(|e| arrow_err("loops batch", e))
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from_iter_values(frames.iter().map(|f| f.ctx_id))),
+            Arc::new(UInt64Array::from_iter_values(frames.iter().map(|f| f.p_ctx_id))),
+            Arc::new(StringArray::from_iter_values(frames.iter().map(|f| f.loop_name.as_str()))),
+            Arc::new(arrow::array::Int64Array::from_iter_values(frames.iter().map(|f| f.iteration))),
+            Arc::new(StringArray::from_iter(frames.iter().map(|f| f.loop_value.as_deref()))),
+            Arc::new(arrow::array::Float64Array::from_iter(frames.iter().map(|f| durations.get(&f.ctx_id).copied()))),
+        ];
+        (cols, n)
     }
 
     /// The one `runs` row ([`schema::runs`]).
@@ -182,17 +246,21 @@ impl RunData {
     /// # Errors
     /// [`Error::Format`] if Arrow rejects the arrays (an internal bug).
     pub fn runs_batch(&self, status: RunStatus, ended_at: i64) -> Result<RecordBatch> {
+        with_constants(&self.meta, &schema::runs(), self.runs_columns(status, ended_at), 1, "runs batch")
+    }
+
+    fn runs_columns(&self, status: RunStatus, ended_at: i64) -> Vec<ArrayRef> {
         let s = self.summary.clone().unwrap_or_default();
         let args = if s.args.is_empty() { "{}".to_string() } else { s.args.clone() };
-        let mut cols = key_columns(&self.meta, 1);
-        cols.push(const_str(status.as_str(), 1));
-        cols.push(ts_array(ended_at, 1));
-        cols.push(Arc::new(UInt64Array::from(vec![self.batch.records.len() as u64])));
-        cols.push(Arc::new(arrow::array::Float64Array::from(vec![s.setup_s])));
-        cols.push(Arc::new(arrow::array::Float64Array::from(vec![s.teardown_s])));
-        cols.push(Arc::new(arrow::array::Float64Array::from(vec![s.wall_s])));
-        cols.push(const_str(&args, 1));
-        RecordBatch::try_new(schema::runs(), cols).map_err(|e| arrow_err("runs batch", e))
+        vec![
+            const_str(status.as_str(), 1),
+            ts_array(ended_at, 1),
+            Arc::new(UInt64Array::from(vec![self.batch.records.len() as u64])),
+            Arc::new(arrow::array::Float64Array::from(vec![s.setup_s])),
+            Arc::new(arrow::array::Float64Array::from(vec![s.teardown_s])),
+            Arc::new(arrow::array::Float64Array::from(vec![s.wall_s])),
+            const_str(&args, 1),
+        ]
     }
 
     /// The value types seen per name, for callers that check types early.
@@ -200,29 +268,37 @@ impl RunData {
         let names = self.names();
         let mut out: HashMap<String, HashSet<ValueType>> = HashMap::new();
         for r in &self.batch.records {
-            if let Some(n) = names.get(&r.name) {
-                out.entry((*n).to_owned()).or_default().insert(r.value.value_type());
+            if let Some(n) = names.get(r.name as usize).copied().flatten() {
+                out.entry(n.to_owned()).or_default().insert(r.value.value_type());
             }
         }
         out
     }
 }
 
-/// Encodes a batch as a Parquet file in memory (zstd level 1, format version
-/// in the footer's key-value metadata).
+/// Encodes a batch as a Parquet file in memory: zstd level 1, row groups of
+/// up to 1,048,576 rows (Parquet's default), the format version and `metadata` in the footer's key-value
+/// metadata. String columns carry no min/max statistics (computing them
+/// compares every value; flordb reads whole files and never prunes by them).
 ///
 /// # Errors
 /// [`Error::Format`] naming `what` when Parquet fails.
-pub fn to_parquet(batch: &RecordBatch, what: &str) -> Result<Vec<u8>> {
-    let props = WriterProperties::builder()
+pub fn to_parquet(batch: &RecordBatch, what: &str, metadata: Vec<(String, String)>) -> Result<Vec<u8>> {
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::EnabledStatistics;
+    use parquet::schema::types::ColumnPath;
+    let mut kv = vec![KeyValue::new("flor.format_version".into(), schema::FORMAT_VERSION.to_string())];
+    kv.extend(metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)));
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| arrow_err(what, e))?))
-        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
-            "flor.format_version".into(),
-            schema::FORMAT_VERSION.to_string(),
-        )]))
-        .build();
+        .set_key_value_metadata(Some(kv));
+    for f in batch.schema().fields() {
+        if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
+            props = props.set_column_statistics_enabled(ColumnPath::from(f.name().as_str()), EnabledStatistics::None);
+        }
+    }
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(|e| arrow_err(what, e))?;
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.build())).map_err(|e| arrow_err(what, e))?;
     w.write(batch).map_err(|e| arrow_err(what, e))?;
     w.close().map_err(|e| arrow_err(what, e))?;
     Ok(buf)
@@ -254,33 +330,69 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// [`Error::Io`] or [`Error::Format`] naming the file; on error no manifest
 /// exists, so nothing partial is visible.
 pub fn seal(flor_dir: &Path, data: &RunData, status: RunStatus, ended_at: i64) -> Result<Manifest> {
+    seal_with(flor_dir, data, status, ended_at, &|_, _| Ok(()))
+}
+
+/// Called by [`seal_with`] with each sealed file's path relative to the
+/// project root (`.flor/segments/<name>`) and its bytes, right after the file
+/// is durable; may run on several threads at once. An error fails the seal
+/// before the manifest is written.
+pub type OnSealed<'a> = &'a (dyn Fn(&str, &[u8]) -> Result<()> + Sync);
+
+/// [`seal`], calling `on_file` for every file written (the facade stores
+/// them as git blobs while the other table is still encoding).
+///
+/// The `logs` and `loops` files are built, encoded and written on two
+/// threads at once. Each file is written to a temporary name, fsynced,
+/// renamed and its directory fsynced; the manifest goes last.
+///
+/// # Errors
+/// As [`seal`], and whatever `on_file` returns.
+pub fn seal_with(flor_dir: &Path, data: &RunData, status: RunStatus, ended_at: i64, on_file: OnSealed<'_>) -> Result<Manifest> {
     let stem = data.meta.stem();
     let seg_dir = flor_dir.join("segments");
-    let mut files = Vec::new();
-    let mut tables = vec![("logs", data.logs_batch()?), ("loops", data.loops_batch()?)];
-    if data.meta.source == flor_core::Source::Forward {
-        tables.push(("runs", data.runs_batch(status, ended_at)?));
-    }
-    for (table, batch) in tables {
-        if batch.num_rows() == 0 {
-            continue;
+    let write = |table: &str, full: SchemaRef, cols: Vec<ArrayRef>, rows: usize| -> Result<Option<FileEntry>> {
+        if rows == 0 {
+            return Ok(None);
         }
         let name = format!("{stem}.{table}.parquet");
-        let bytes = to_parquet(&batch, &name)?;
+        let batch = RecordBatch::try_new(file_schema(&full), cols).map_err(|e| arrow_err(&name, e))?;
+        let bytes = to_parquet(&batch, &name, constant_metadata(&data.meta))?;
         write_atomic(&seg_dir.join(&name), &bytes)?;
-        files.push(FileEntry {
-            table: table.into(),
-            name,
-            bytes: bytes.len() as u64,
-            crc32: crc32fast::hash(&bytes),
-            rows: batch.num_rows() as u64,
+        on_file(&format!(".flor/segments/{name}"), &bytes)?;
+        Ok(Some(FileEntry { table: table.into(), name, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes), rows: rows as u64 }))
+    };
+    let (logs, loops) = std::thread::scope(|s| {
+        let loops = s.spawn(|| {
+            let (cols, n) = data.loops_columns();
+            write("loops", schema::loops(), cols, n)
         });
+        let logs = data.logs_columns().and_then(|cols| write("logs", schema::logs(), cols, data.batch.records.len()));
+        let loops = loops.join().unwrap_or_else(|_| Err(Error::Poisoned("the loops seal thread panicked".into())));
+        (logs, loops)
+    });
+    let mut files: Vec<FileEntry> = [logs?, loops?].into_iter().flatten().collect();
+    if data.meta.source == flor_core::Source::Forward {
+        files.extend(write("runs", schema::runs(), data.runs_columns(status, ended_at), 1)?);
     }
     let manifest = Manifest { format_version: schema::FORMAT_VERSION, meta: data.meta.clone(), status, files };
     let json = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Input(e.to_string()))?;
     let text = format!("{json}\ncrc32:{:08x}\n", crc32fast::hash(json.as_bytes()));
     write_atomic(&manifest_path(flor_dir, &stem), text.as_bytes())?;
     Ok(manifest)
+}
+
+/// The footer metadata of a sealed file: the values of its constant columns
+/// (`flor.projid`, `flor.tstamp` in µs, `flor.run_id`, `flor.filename`,
+/// `flor.source`), so a reader without the manifest can restore them.
+fn constant_metadata(meta: &RunMeta) -> Vec<(String, String)> {
+    vec![
+        ("flor.projid".into(), meta.projid.clone()),
+        ("flor.tstamp".into(), meta.key.tstamp.to_string()),
+        ("flor.run_id".into(), format!("{:016x}", meta.key.run_id)),
+        ("flor.filename".into(), meta.filename.clone()),
+        ("flor.source".into(), meta.source.as_str().into()),
+    ]
 }
 
 /// `flor_dir/manifests/<stem>.json`.
@@ -309,13 +421,15 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
     Ok(m)
 }
 
-/// Reads one sealed file, verifies its length and CRC-32, decodes its batches.
+/// Reads one sealed file, verifies its length and CRC-32, decodes its
+/// batches and restores the constant columns from `meta` (the manifest's
+/// run), so every batch has the table's full schema.
 ///
 /// # Errors
 /// [`Error::Io`] when unreadable; [`Error::Corrupt`] naming the file when the
 /// length or checksum differ from the manifest; [`Error::Format`] when the
 /// Parquet does not decode.
-pub fn read_segment(path: &Path, entry: &FileEntry) -> Result<Vec<RecordBatch>> {
+pub fn read_segment(path: &Path, entry: &FileEntry, meta: &RunMeta) -> Result<Vec<RecordBatch>> {
     let bytes = std::fs::read(path).at(path)?;
     if bytes.len() as u64 != entry.bytes {
         return Err(Error::Corrupt {
@@ -338,7 +452,28 @@ pub fn read_segment(path: &Path, entry: &FileEntry) -> Result<Vec<RecordBatch>> 
         .with_batch_size(1 << 20)
         .build()
         .map_err(fmt)?;
-    reader
+    let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Format { path: path.into(), detail: e.to_string() })
+        .map_err(|e| Error::Format { path: path.into(), detail: e.to_string() })?;
+    let full = match entry.table.as_str() {
+        "logs" => schema::logs(),
+        "loops" => schema::loops(),
+        "runs" => schema::runs(),
+        other => return Err(Error::Format { path: path.into(), detail: format!("unknown table {other:?} in the manifest") }),
+    };
+    let sealed = file_schema(&full);
+    let what = path.display().to_string();
+    batches
+        .into_iter()
+        .map(|b| {
+            if b.schema().fields() == full.fields() {
+                Ok(b) // format version 1: every column stored
+            } else if b.schema().fields() == sealed.fields() {
+                let n = b.num_rows();
+                with_constants(meta, &full, b.columns().to_vec(), n, &what)
+            } else {
+                Err(Error::Format { path: path.into(), detail: format!("columns {:?} are not those of table {}", b.schema().fields().iter().map(|f| f.name()).collect::<Vec<_>>(), entry.table) })
+            }
+        })
+        .collect()
 }

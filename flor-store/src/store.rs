@@ -272,7 +272,7 @@ fn scan_manifest(path: &Path, seg_dir: &Path, out: &mut Scan) {
         Err(e) => return out.damaged.push(Arc::new(e)),
     };
     for f in &m.files {
-        match segment::read_segment(&seg_dir.join(&f.name), f) {
+        match segment::read_segment(&seg_dir.join(&f.name), f, &m.meta) {
             Ok(batches) => match f.table.as_str() {
                 "logs" => out.logs.extend(batches),
                 "loops" => out.loops.extend(batches),
@@ -284,10 +284,14 @@ fn scan_manifest(path: &Path, seg_dir: &Path, out: &mut Scan) {
     }
 }
 
+/// What [`RunWriter::seal_with`] calls for each sealed file (see
+/// [`segment::OnSealed`]).
+pub type SealHook = dyn Fn(&str, &[u8]) -> Result<()> + Send + Sync;
+
 enum Cmd {
     Flush(Sender<Result<()>>),
     Snapshot(Sender<Result<RunData>>),
-    Seal(RunSummary, Sender<Result<Manifest>>),
+    Seal(RunSummary, Box<SealHook>, Sender<Result<Manifest>>),
 }
 
 /// State shared by the logging threads and the writer thread.
@@ -301,6 +305,10 @@ struct Shared {
     data_rx: Receiver<Batch>,
     /// Batches sent and not yet written (for backpressure).
     queued: AtomicUsize,
+    /// Emptied record vectors handed back by the writer thread, capacity
+    /// kept, so a logging thread refills warm memory instead of faulting in
+    /// fresh pages for every batch (at most [`SPARE_VECS`]).
+    spare: Mutex<Vec<Vec<Record>>>,
     /// The flush interval: no acknowledged record waits longer for the WAL.
     interval: Duration,
 }
@@ -309,6 +317,9 @@ struct Shared {
 /// logging thread waits: one being written while the next fills, so the
 /// log lags the WAL by at most two batches (bounded memory and time).
 const MAX_QUEUED: usize = 1;
+
+/// The most emptied record vectors kept for reuse.
+const SPARE_VECS: usize = 2;
 
 /// The background writer of one run in this process.
 ///
@@ -336,16 +347,17 @@ impl RunWriter {
             data_tx,
             data_rx,
             queued: AtomicUsize::new(0),
+            spare: Mutex::new(Vec::new()),
             interval: opts.flush_interval,
         });
         let (tx, rx) = bounded::<Cmd>(4);
         let s2 = Arc::clone(&shared);
-        let data = RunData { meta: meta.clone(), batch: Batch::default(), summary: None };
+        let meta2 = meta.clone();
         let dir2 = flor_dir.clone();
         let interval = opts.flush_interval;
         let thread = std::thread::Builder::new()
             .name("flor-wal".into())
-            .spawn(move || writer_loop(wal, data, &s2, rx, interval, dir2))
+            .spawn(move || writer_loop(wal, meta2, &s2, rx, interval, dir2))
             .map_err(|e| Error::Io { path: flor_dir.clone(), source: e })?;
         Ok(RunWriter { meta, flor_dir, shared, tx: Some(tx), thread: Some(thread), batch_records: opts.batch_records.max(1) })
     }
@@ -388,7 +400,10 @@ impl RunWriter {
             let stale = n % 1024 == 0 && g.1.is_some_and(|t| t.elapsed() >= self.shared.interval / 2);
             if full || stale {
                 self.shared.queued.fetch_add(1, Ordering::AcqRel);
-                let _ = self.shared.data_tx.send(std::mem::take(&mut g.0));
+                let spare = self.shared.spare.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+                let records = std::mem::replace(&mut g.0.records, spare);
+                let batch = Batch { records, ..std::mem::take(&mut g.0) };
+                let _ = self.shared.data_tx.send(batch);
                 g.1 = None;
                 Some(stale)
             } else {
@@ -449,8 +464,18 @@ impl RunWriter {
     /// # Errors
     /// [`Error::Io`] / [`Error::Format`] naming the file; the WAL then stays
     /// and the run is recovered as interrupted on the next open.
-    pub fn seal(mut self, summary: RunSummary) -> Result<Manifest> {
-        let r = self.ask(|tx| Cmd::Seal(summary, tx));
+    pub fn seal(self, summary: RunSummary) -> Result<Manifest> {
+        self.seal_with(summary, Box::new(|_: &str, _: &[u8]| Ok(())))
+    }
+
+    /// [`RunWriter::seal`], calling `on_file` with each sealed file's path
+    /// relative to the project root and its bytes once the file is durable
+    /// (the facade writes them as git blobs there, on the seal's threads).
+    ///
+    /// # Errors
+    /// As [`RunWriter::seal`], and whatever `on_file` returns.
+    pub fn seal_with(mut self, summary: RunSummary, on_file: Box<SealHook>) -> Result<Manifest> {
+        let r = self.ask(|tx| Cmd::Seal(summary, on_file, tx));
         self.tx = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -481,21 +506,25 @@ fn drain(shared: &Shared) -> (Vec<Batch>, usize) {
     (out, sent)
 }
 
+/// The writer thread's side: the WAL and nothing else. Records are not
+/// kept in memory: a seal (or a snapshot) reads the run back from the WAL,
+/// which is still in the page cache, so the logging path pays only for the
+/// encoding and the `write`.
 struct Sink {
     wal: WalWriter,
-    data: RunData,
+    meta: RunMeta,
     failed: Option<String>,
 }
 
 impl Sink {
     /// Writes `batches` to the WAL, then marks `sent` queued batches done.
     fn write(&mut self, (batches, sent): (Vec<Batch>, usize), shared: &Shared) -> Result<()> {
-        let r = self.write_all(batches);
+        let r = self.write_all(batches, shared);
         shared.queued.fetch_sub(sent, Ordering::AcqRel);
         r
     }
 
-    fn write_all(&mut self, batches: Vec<Batch>) -> Result<()> {
+    fn write_all(&mut self, batches: Vec<Batch>, shared: &Shared) -> Result<()> {
         if let Some(f) = &self.failed {
             return Err(Error::Poisoned(f.clone()));
         }
@@ -505,19 +534,33 @@ impl Sink {
             }
             let entry = WalEntry::Batch(b);
             let r = self.wal.append(&entry);
-            let WalEntry::Batch(b) = entry else { continue };
             if let Err(e) = r {
                 self.failed = Some(e.to_string());
                 return Err(e);
             }
-            self.data.batch.extend(b);
+            let WalEntry::Batch(b) = entry else { continue };
+            let mut records = b.records;
+            records.clear();
+            let mut spare = shared.spare.lock().unwrap_or_else(|p| p.into_inner());
+            if spare.len() < SPARE_VECS && records.capacity() > 0 {
+                spare.push(records);
+            }
         }
         Ok(())
     }
+
+    /// Everything written so far, read back from the WAL.
+    fn read_back(&self) -> Result<RunData> {
+        let rec = self.wal.read_back()?;
+        if let Some((offset, detail)) = rec.corruption {
+            return Err(Error::Corrupt { path: self.wal.path().to_path_buf(), offset, detail });
+        }
+        Ok(RunData { meta: self.meta.clone(), batch: rec.batch, summary: rec.summary })
+    }
 }
 
-fn writer_loop(wal: WalWriter, data: RunData, shared: &Shared, rx: Receiver<Cmd>, interval: Duration, flor_dir: PathBuf) {
-    let mut sink = Sink { wal, data, failed: None };
+fn writer_loop(wal: WalWriter, meta: RunMeta, shared: &Shared, rx: Receiver<Cmd>, interval: Duration, flor_dir: PathBuf) {
+    let mut sink = Sink { wal, meta, failed: None };
     let mut last_drain = std::time::Instant::now();
     loop {
         if last_drain.elapsed() >= interval / 2 {
@@ -549,16 +592,19 @@ fn writer_loop(wal: WalWriter, data: RunData, shared: &Shared, rx: Receiver<Cmd>
                 let _ = reply.send(r);
             }
             Cmd::Snapshot(reply) => {
-                let r = sink.write(drain(shared), shared).map(|()| sink.data.clone());
+                let r = sink.write(drain(shared), shared).and_then(|()| sink.read_back());
                 let _ = reply.send(r);
             }
-            Cmd::Seal(summary, reply) => {
+            Cmd::Seal(summary, on_file, reply) => {
+                // No fsync of the WAL here: the seal's files are fsynced
+                // before its manifest publishes them, and until then the
+                // WAL (written, not synced) covers a killed process.
                 let r = (|| {
                     sink.write(drain(shared), shared)?;
                     sink.wal.append(&WalEntry::Summary(summary.clone()))?;
-                    sink.wal.sync()?;
-                    sink.data.summary = Some(summary);
-                    segment::seal(&flor_dir, &sink.data, RunStatus::Committed, flor_core::run::now_micros())
+                    let mut data = sink.read_back()?;
+                    data.summary = Some(summary);
+                    segment::seal_with(&flor_dir, &data, RunStatus::Committed, flor_core::run::now_micros(), &*on_file)
                 })();
                 if r.is_ok() {
                     let Sink { wal, .. } = sink;

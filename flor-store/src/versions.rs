@@ -81,8 +81,73 @@ pub fn current_branch(repo: &Repository, root: &Path) -> Result<String> {
     Ok(target.strip_prefix("refs/heads/").unwrap_or(target).to_owned())
 }
 
+/// Blobs written ahead of a snapshot: path relative to the root → blob id.
+///
+/// The seal fills it from its threads ([`Blobs::write`]) with each segment's
+/// bytes while they are still in memory, so [`snapshot_with`] neither reads
+/// those files back nor compresses them again.
+#[derive(Debug, Default)]
+pub struct Blobs(std::sync::Mutex<Vec<(String, Oid)>>);
+
+impl Blobs {
+    /// Writes `bytes` as a blob of the repository at `root` and remembers it
+    /// as the content of `rel`. Thread-safe.
+    ///
+    /// # Errors
+    /// [`Error::NotARepository`]; [`Error::Git`] when the object cannot be written.
+    pub fn write(&self, root: &Path, rel: &str, bytes: &[u8]) -> Result<()> {
+        let repo = open_repo(root)?;
+        let oid = write_stored_blob(&repo, root, bytes)?;
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push((rel.to_owned(), oid));
+        Ok(())
+    }
+
+    fn get(&self, rel: &str) -> Option<Oid> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(r, _)| r == rel).map(|(_, o)| *o)
+    }
+}
+
+/// Writes `bytes` as a loose blob whose zlib stream uses stored (level 0)
+/// blocks: a sealed segment is already zstd-compressed, and deflating it
+/// again (libgit2 always deflates, at level 1 or more) cost about a third of
+/// a commit of 1,000,000 records. The object is an ordinary loose object
+/// (`objects/xx/yyyy…`, zlib of `blob <len>\0<bytes>`, git's object
+/// format), written to a temporary name and renamed; an existing object is
+/// kept.
+///
+/// # Errors
+/// [`Error::Git`] when hashing fails; [`Error::Io`] naming the object file.
+fn write_stored_blob(repo: &Repository, root: &Path, bytes: &[u8]) -> Result<Oid> {
+    use std::io::Write;
+    let oid = Oid::hash_object(git2::ObjectType::Blob, bytes).map_err(git_err(root))?;
+    let odb = repo.odb().map_err(git_err(root))?;
+    if odb.exists(oid) {
+        return Ok(oid);
+    }
+    let hex = oid.to_string();
+    let dir = repo.commondir().join("objects").join(&hex[..2]);
+    let path = dir.join(&hex[2..]);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| Error::Io { path: p, source: e }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let tmp = dir.join(format!("tmp_flor_{}_{}", std::process::id(), &hex[2..]));
+    let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut z = flate2::write::ZlibEncoder::new(std::io::BufWriter::with_capacity(1 << 20, file), flate2::Compression::none());
+    z.write_all(format!("blob {}\0", bytes.len()).as_bytes()).map_err(io(&tmp))?;
+    z.write_all(bytes).map_err(io(&tmp))?;
+    let file = z.finish().map_err(io(&tmp))?.into_inner().map_err(|e| Error::Io { path: tmp.clone(), source: e.into_error() })?;
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o444)).map_err(io(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(oid)
+}
+
 struct Builder<'r> {
     repo: &'r Repository,
+    blobs: &'r Blobs,
     root: &'r Path,
     index: git2::Index,
     prev_tree: Option<git2::Tree<'r>>,
@@ -162,7 +227,10 @@ impl Builder<'_> {
                 continue;
             }
             let rel = format!(".flor/{sub}/{name}");
-            let known = self.prev_tree.as_ref().and_then(|t| t.get_path(Path::new(&rel)).ok()).map(|e| e.id());
+            let known = self
+                .blobs
+                .get(&rel)
+                .or_else(|| self.prev_tree.as_ref().and_then(|t| t.get_path(Path::new(&rel)).ok()).map(|e| e.id()));
             let oid = match known {
                 Some(o) => o,
                 None => self.repo.blob_path(&dir.join(&name)).map_err(git_err(self.root))?,
@@ -181,6 +249,14 @@ impl Builder<'_> {
 /// [`Error::NotARepository`] outside a repository; [`Error::Git`] when
 /// libgit2 fails; [`Error::Io`] when a file cannot be read.
 pub fn snapshot(root: &Path, meta: &RunMeta, size_limit: u64) -> Result<Snapshot> {
+    snapshot_with(root, meta, size_limit, &Blobs::default())
+}
+
+/// [`snapshot`], taking the blob of every path in `blobs` as written.
+///
+/// # Errors
+/// As [`snapshot`].
+pub fn snapshot_with(root: &Path, meta: &RunMeta, size_limit: u64, blobs: &Blobs) -> Result<Snapshot> {
     let repo = open_repo(root)?;
     let branch = current_branch(&repo, root)?;
     let shadow = format!("flor.{branch}");
@@ -194,6 +270,7 @@ pub fn snapshot(root: &Path, meta: &RunMeta, size_limit: u64) -> Result<Snapshot
         let prev = repo.find_reference(&refname).ok().and_then(|r| r.peel_to_commit().ok());
         let mut b = Builder {
             repo: &repo,
+            blobs,
             root,
             index: git2::Index::new().map_err(git_err(root))?,
             prev_tree: prev.as_ref().and_then(|c| c.tree().ok()),

@@ -186,6 +186,16 @@ impl WalWriter {
         Ok(())
     }
 
+    /// Reads back every frame written so far (through a separate handle,
+    /// so appending continues where it was), as [`read_wal`] does.
+    ///
+    /// # Errors
+    /// As [`read_wal`].
+    pub fn read_back(&self) -> Result<Recovered> {
+        let file = File::open(&self.path).at(&self.path)?;
+        read_wal(&self.path, &file)
+    }
+
     /// Deletes the WAL (after its run is sealed), keeping the lock to the end.
     ///
     /// # Errors

@@ -355,9 +355,18 @@ impl Flor {
         g.levels.clear();
         drop(g);
         let meta = w.meta().clone();
-        let manifest = w.seal(summary)?;
-        let snapshot = if self.opts.snapshot && self.opts.source == Source::Forward {
-            let snap = versions::snapshot(self.store.root(), &meta, self.opts.size_limit)?;
+        let snapshotting = self.opts.snapshot && self.opts.source == Source::Forward;
+        // The seal hands each segment's bytes over as it writes them: they
+        // become git blobs there, on the seal's threads, not read back later.
+        let blobs = std::sync::Arc::new(versions::Blobs::default());
+        let manifest = if snapshotting {
+            let (b, root) = (std::sync::Arc::clone(&blobs), self.store.root().to_path_buf());
+            w.seal_with(summary, Box::new(move |rel: &str, bytes: &[u8]| b.write(&root, rel, bytes)))?
+        } else {
+            w.seal(summary)?
+        };
+        let snapshot = if snapshotting {
+            let snap = versions::snapshot_with(self.store.root(), &meta, self.opts.size_limit, &blobs)?;
             warn_skipped(&snap, self.opts.size_limit);
             Some(snap)
         } else {
