@@ -3,8 +3,8 @@
 Times, wall clock, in one invocation:
   full    a full run of today's script (with the hindsight statement) in a
           fresh repo: what you pay without replay, per run;
-  rep1    `python -m flordb replay w_norm --yes --workers 1` over RUNS runs
-          recorded with FLOR_CKPT=every (project A);
+  rep1    `python -m flordb replay w_norm --yes --workers 1 --timings` over
+          RUNS runs recorded with FLOR_CKPT=every (project A);
   rep2    the same with --workers 2 over RUNS identical runs in project B;
   peer    FlorDB 4.0.1: record RUNS runs, then `flordb replay --apply w_norm`
           (replays from iteration 0, one process) in its own repo and venv.
@@ -21,7 +21,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 PY = os.environ.get("FLOR_PY", "/tmp/venv-replay/bin/python")
 PEER_PY = os.environ.get("FLOR_PEER_PY", str(ROOT / "target/py/venv-peer/bin/python"))
-RUNS = int(os.environ.get("RUNS", "2"))
+RUNS = int(os.environ.get("RUNS", "4"))
 EPOCHS = int(os.environ.get("EPOCHS", "10"))
 STMT = '        flor.log("w_norm", float(np.linalg.norm(W)))\n'
 ANCHOR = 'for epoch in flor.loop("epoch"'
@@ -86,8 +86,9 @@ def main():
                 rec.append(t)
             (r / "train_slow.py").write_text(today)
         res["record_ckpt"] = sum(rec) / len(rec)
-        res["rep1"], p1 = timed(tmp / "A", PY, "-m", "flordb", "replay", "w_norm", "--yes", "--workers", "1")
-        res["rep2"], p2 = timed(tmp / "B", PY, "-m", "flordb", "replay", "w_norm", "--yes", "--workers", "2")
+        rep = ["-m", "flordb", "replay", "w_norm", "--yes", "--timings", "--workers"]
+        res["rep1"], p1 = timed(tmp / "A", PY, *rep, "1")
+        res["rep2"], p2 = timed(tmp / "B", PY, *rep, "2")
         n1, n2 = count_w_norm(PY, tmp / "A", BASE_ENV), count_w_norm(PY, tmp / "B", BASE_ENV)
         # Peer: FlorDB 4.0.1 in its own repo and venv; `python` on PATH is the
         # peer's, because its replay spawns `python train_slow.py --replay_flor`.
@@ -139,10 +140,11 @@ def main():
         print(f"FlorDB 4.0.1 replay / flordb replay (1 worker): {res['peer_replay'] / res['rep1']:.1f}x")
     if peer_err:
         print("peer failed:\n" + peer_err)
-    print("--- flordb replay --workers 1 output (tail) ---")
-    print(p1.stdout[-1500:])
-    print("--- flordb replay --workers 2 output (tail) ---")
-    print(p2.stdout[-800:])
+    for label, p in (("--workers 1", p1), ("--workers 2", p2)):
+        out = p.stdout
+        cut = out.find("Replayed ")
+        print(f"--- flordb replay {label}: summary and --timings ---")
+        print(out[cut:] if cut >= 0 else out[-3000:])
 
 
 if __name__ == "__main__":

@@ -452,6 +452,23 @@ enum FlorStatus flor_open_replay(const char *root,
                                  uint64_t run_id,
                                  struct FlorHandle **out);
 
+// Reads the checkpoint described by the recipe file at `path` (JSON,
+// written by the replay coordinator, `flor_store::checkpoint::Recipe`)
+// from the run's pack files, verifying every chunk and the whole object,
+// without opening the run's checkpoint database (the coordinator holds
+// it). A large object is decoded on up to `threads` threads (0: one per
+// core). `out` receives the bytes (release with `flor_buffer_free`).
+//
+// Errors: `FLOR_STATUS_IO` when the recipe or a pack cannot be read,
+// `FLOR_STATUS_CORRUPT` for a recipe that does not parse,
+// `FLOR_STATUS_CHECKPOINT_DAMAGED` for bytes that fail their checks.
+//
+// # Safety
+// `path` must be NUL-terminated; `out` must be writable.
+enum FlorStatus flor_checkpoint_load_recipe(const char *path,
+                                            size_t threads,
+                                            struct FlorBuffer *out);
+
 // Runs the `flor` command line `argv[0..argc]` (program name first) in
 // this process and returns its exit code (0 success, 1 failure with a
 // one-line reason on stderr, 2 usage error), or 70 when it panicked.

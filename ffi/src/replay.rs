@@ -1,7 +1,7 @@
 //! Replay and the command line through the C ABI: the handle a replay
 //! worker records with, and `flor …` run in-process (`python -m flordb …`).
 
-use crate::buffer::cstr_arg;
+use crate::buffer::{cstr_arg, write_buffer, FlorBuffer};
 use crate::handle::FlorHandle;
 use crate::status::{guard, FfiError};
 use flordb::core::{RunKey, Source};
@@ -51,6 +51,36 @@ pub unsafe extern "C" fn flor_open_replay(
         // SAFETY: checked non-NULL above.
         unsafe { out.write(Box::into_raw(h)) };
         Ok(())
+    })
+}
+
+/// Reads the checkpoint described by the recipe file at `path` (JSON,
+/// written by the replay coordinator, `flor_store::checkpoint::Recipe`)
+/// from the run's pack files, verifying every chunk and the whole object,
+/// without opening the run's checkpoint database (the coordinator holds
+/// it). A large object is decoded on up to `threads` threads (0: one per
+/// core). `out` receives the bytes (release with `flor_buffer_free`).
+///
+/// Errors: `FLOR_STATUS_IO` when the recipe or a pack cannot be read,
+/// `FLOR_STATUS_CORRUPT` for a recipe that does not parse,
+/// `FLOR_STATUS_CHECKPOINT_DAMAGED` for bytes that fail their checks.
+///
+/// # Safety
+/// `path` must be NUL-terminated; `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn flor_checkpoint_load_recipe(path: *const c_char, threads: usize, out: *mut FlorBuffer) -> crate::status::FlorStatus {
+    guard(|| {
+        // SAFETY: NUL-terminated by contract.
+        let path = unsafe { cstr_arg(path, "path") }?.ok_or_else(|| FfiError::null("path"))?;
+        if out.is_null() {
+            return Err(FfiError::null("out"));
+        }
+        let text = std::fs::read(path).map_err(|e| FfiError::new(crate::status::FlorStatus::Io, format!("cannot read the checkpoint recipe {path}: {e}")))?;
+        let recipe: flordb::store::checkpoint::Recipe = serde_json::from_slice(&text)
+            .map_err(|e| FfiError::new(crate::status::FlorStatus::Corrupt, format!("checkpoint recipe {path} does not parse: {e}")))?;
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+        let bytes = flordb::store::checkpoint::load_recipe(&recipe, threads)?;
+        write_buffer(out, bytes)
     })
 }
 

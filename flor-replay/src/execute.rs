@@ -1,25 +1,35 @@
 //! Turning a [`Plan`] into worker units and running them (DESIGN.md §7
-//! steps 4–5): materialize each old version from git objects into a
-//! temporary directory, write the propagated replay copy of the script,
-//! spool the checkpoints each unit restores, run the units, summarize.
+//! steps 4–5): each unit is prepared on the executor's thread just before
+//! its process starts — materialize its version from git objects into a
+//! temporary directory (once per run), write the propagated replay copy of
+//! the script, write a checkpoint recipe for each object the unit restores,
+//! write its spec — so units prepare in parallel and the first worker
+//! starts while the others are still being prepared.
 //!
 //! The coordinator alone opens each run's checkpoint database (sled admits
-//! one process per database) and serves the bytes to its workers as files
-//! in the unit's spool directory (`<spool>/<iteration>/<hex(object)>`).
+//! one process per database) and keeps it open for the whole replay; it
+//! gives its workers recipes (`<spool>/<iteration>/<hex(object)>`: where
+//! each chunk of the object lies in the run's pack files, JSON), and each
+//! worker reads and verifies the bytes from the packs itself
+//! (`flor_checkpoint_load_recipe`), in parallel with the other workers.
 
 use crate::executor::{Event, Executor, Unit, UnitOutcome};
 use crate::plan::{schedule, Plan, RunPlan, Step};
 use crate::position::Position;
 use crate::Error;
-use flor_store::checkpoint::CheckpointStore;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
+
+/// The spec format version written here and read by the Python package.
+pub const SPEC_VERSION: u32 = 2;
 
 /// The file a worker reads (its path is in `FLOR_REPLAY`): what to replay.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerSpec {
-    /// Spec format version (1).
+    /// Spec format version ([`SPEC_VERSION`]).
     pub version: u32,
     /// The user's repository root (records go to its `.flor/`).
     pub project_root: PathBuf,
@@ -39,12 +49,19 @@ pub struct WorkerSpec {
     pub iterations: Vec<i64>,
     /// Skip the rest of the outer body after the statements.
     pub skip_rest: bool,
-    /// Iterations whose checkpoint is in `spool`.
+    /// Iterations whose checkpoint recipes are in `spool`.
     pub checkpoints: Vec<i64>,
-    /// Directory of spooled checkpoints.
+    /// Directory of checkpoint recipes, one directory per iteration, one
+    /// file per object (`<hex(object name)>`).
     pub spool: PathBuf,
     /// The run's recorded `arg` values.
     pub args: serde_json::Map<String, serde_json::Value>,
+    /// Per iteration, values of each name already recorded there by an
+    /// earlier replay: the worker skips that many before recording.
+    pub recorded: BTreeMap<i64, BTreeMap<String, u64>>,
+    /// Threads a worker decodes one large checkpoint with: the cores
+    /// shared among the workers that run at once.
+    pub decode_threads: usize,
 }
 
 /// How to run a plan.
@@ -80,26 +97,31 @@ fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes the checkpoints of `iterations` (end-of-iteration state) of run
-/// `rp` into `spool/<i>/<hex(object)>`; returns the iterations spooled.
-fn spool(root: &Path, rp: &RunPlan, iterations: &[i64], spool: &Path) -> Result<Vec<i64>, Error> {
+/// Writes a recipe for each object checkpointed at the end of each of
+/// `iterations` of run `rp` into `spool/<i>/<hex(object)>`; returns the
+/// iterations written (those with at least one checkpoint).
+fn write_recipes(plan: &Plan, rp: &RunPlan, iterations: &[i64], spool: &Path) -> Result<Vec<i64>, Error> {
     if iterations.is_empty() {
         return Ok(Vec::new());
     }
-    let store = CheckpointStore::open(&root.join(".flor"), &rp.key.file_stem())?;
-    let infos = store.list()?;
+    let Some(ckpts) = plan.stores.get(&plan.root, rp.key) else { return Ok(Vec::new()) };
+    let outer = rp.analysis.outer_loop.as_deref();
     let mut done = Vec::new();
     for &i in iterations {
         let dir = spool.join(i.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
-        for info in infos.iter().filter(|c| c.loop_path.len() == 1 && c.loop_path[0].1 == i) {
-            let bytes = store.load(&info.loop_path, &info.object)?;
+        let mut any = false;
+        for info in ckpts.infos.iter().filter(|c| c.loop_path.len() == 1 && c.loop_path[0].1 == i && outer.is_none_or(|o| c.loop_path[0].0 == o)) {
+            let recipe = ckpts.store.recipe(&info.loop_path, &info.object)?;
+            let text = serde_json::to_vec(&recipe).map_err(|e| Error::Internal(e.to_string()))?;
             let path = dir.join(hex(&info.object));
-            std::fs::write(&path, bytes).map_err(|e| Error::Io(path.clone(), e))?;
+            std::fs::write(&path, text).map_err(|e| Error::Io(path.clone(), e))?;
+            any = true;
         }
-        done.push(i);
+        if any {
+            done.push(i);
+        }
     }
-    let _ = store.close();
     Ok(done)
 }
 
@@ -110,21 +132,31 @@ fn chunks(its: &[i64], parts: usize) -> Vec<Vec<i64>> {
     its.chunks(size).map(<[i64]>::to_vec).collect()
 }
 
-/// Builds the units of `plan` under `work` (a fresh temporary directory).
-///
-/// # Errors
-/// [`Error::Store`] when a version cannot be materialized or a checkpoint
-/// cannot be spooled; [`Error::Io`] for the temporary files.
-pub fn prepare(plan: &Plan, opts: &ExecOptions, work: &Path) -> Result<Vec<Unit>, Error> {
+/// What preparing one unit takes: which run, which iterations, where.
+#[derive(Debug, Clone)]
+struct Job {
+    run: usize,
+    mode: &'static str,
+    part: Vec<i64>,
+    restores: Vec<i64>,
+    src: PathBuf,
+    spool: PathBuf,
+    spec: PathBuf,
+    decode_threads: usize,
+}
+
+/// The units of `plan` under `work` (a fresh temporary directory), with
+/// what preparing each takes; writes nothing.
+fn units(plan: &Plan, opts: &ExecOptions, work: &Path) -> (Vec<Unit>, Vec<Job>) {
     let mut units = Vec::new();
+    let mut jobs = Vec::new();
     let per_run = opts.workers.div_ceil(plan.runs.len().max(1)).max(1);
-    for rp in &plan.runs {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let at_once = opts.workers.clamp(1, plan.runs.len().max(1) * per_run);
+    let decode_threads = (cores / at_once).max(1);
+    for (r, rp) in plan.runs.iter().enumerate() {
         let stem = rp.key.file_stem();
         let src = work.join(&stem).join("src");
-        std::fs::create_dir_all(&src).map_err(|e| Error::Io(src.clone(), e))?;
-        flor_store::versions::materialize(&plan.root, &rp.commit_id, &src)?;
-        let script = src.join(&plan.filename);
-        std::fs::write(&script, &rp.analysis.replay_source).map_err(|e| Error::Io(script.clone(), e))?;
         let (mode, parts): (&'static str, Vec<Vec<i64>>) = match rp.analysis.position {
             Position::Prefix => ("prefix", vec![Vec::new()]),
             Position::Suffix => ("suffix", vec![Vec::new()]),
@@ -140,27 +172,7 @@ pub fn prepare(plan: &Plan, opts: &ExecOptions, work: &Path) -> Result<Vec<Unit>
                     .collect(),
                 _ => Vec::new(),
             };
-            let spool_dir = work.join(&stem).join(format!("spool-{k}"));
-            std::fs::create_dir_all(&spool_dir).map_err(|e| Error::Io(spool_dir.clone(), e))?;
-            let spooled = spool(&plan.root, rp, &restores, &spool_dir)?;
-            let spec = WorkerSpec {
-                version: 1,
-                project_root: plan.root.clone(),
-                filename: plan.filename.clone(),
-                tstamp: rp.key.tstamp,
-                run_id: format!("{:016x}", rp.key.run_id),
-                names: plan.names.clone(),
-                outer_loop: rp.analysis.outer_loop.clone(),
-                mode,
-                iterations: part.clone(),
-                skip_rest: rp.skip_rest,
-                checkpoints: spooled,
-                spool: spool_dir.clone(),
-                args: rp.args.clone(),
-            };
-            let spec_path = work.join(&stem).join(format!("spec-{k}.json"));
-            let text = serde_json::to_string_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
-            std::fs::write(&spec_path, text).map_err(|e| Error::Io(spec_path.clone(), e))?;
+            let spec = work.join(&stem).join(format!("spec-{k}.json"));
             let range = match (part.first(), part.last()) {
                 (Some(a), Some(b)) if a == b => format!(" iteration {a}"),
                 (Some(a), Some(b)) => format!(" iterations {a}–{b}"),
@@ -173,27 +185,79 @@ pub fn prepare(plan: &Plan, opts: &ExecOptions, work: &Path) -> Result<Vec<Unit>
                 argv: vec![opts.python.clone(), plan.filename.clone()],
                 cwd: src.clone(),
                 env: vec![
-                    ("FLOR_REPLAY".into(), spec_path.to_string_lossy().into_owned()),
+                    ("FLOR_REPLAY".into(), spec.to_string_lossy().into_owned()),
                     ("FLOR_ECHO".into(), "0".into()),
                     ("PYTHONUNBUFFERED".into(), "1".into()),
                 ],
                 total: part.len().max(1) as u64,
             });
+            let spool = work.join(&stem).join(format!("spool-{k}"));
+            jobs.push(Job { run: r, mode, part, restores, src: src.clone(), spool, spec, decode_threads });
         }
     }
-    Ok(units)
+    (units, jobs)
 }
 
-/// Runs `plan` with `executor`: prepares the units in a temporary directory
-/// (removed afterwards), runs them, and reports. The user's repository is
-/// only read (git objects); records go to its `.flor/`.
+/// Prepares one unit: its run's version (once per run, whichever unit of
+/// the run comes first), its checkpoint recipes and its spec.
+fn prepare(plan: &Plan, job: &Job, materialized: &OnceLock<Result<(), String>>) -> Result<(), Error> {
+    let rp = &plan.runs[job.run];
+    let m = materialized.get_or_init(|| {
+        let go = || -> Result<(), Error> {
+            std::fs::create_dir_all(&job.src).map_err(|e| Error::Io(job.src.clone(), e))?;
+            flor_store::versions::materialize(&plan.root, &rp.commit_id, &job.src)?;
+            let script = job.src.join(&plan.filename);
+            std::fs::write(&script, &rp.analysis.replay_source).map_err(|e| Error::Io(script.clone(), e))
+        };
+        go().map_err(|e| e.to_string())
+    });
+    if let Err(e) = m {
+        return Err(Error::Internal(format!("materializing version {}: {e}", &rp.commit_id[..rp.commit_id.len().min(12)])));
+    }
+    std::fs::create_dir_all(&job.spool).map_err(|e| Error::Io(job.spool.clone(), e))?;
+    let checkpoints = write_recipes(plan, rp, &job.restores, &job.spool)?;
+    let recorded = if job.mode == "iterations" {
+        rp.recorded.iter().filter(|(i, _)| job.part.contains(i)).map(|(i, c)| (*i, c.clone())).collect()
+    } else {
+        BTreeMap::new()
+    };
+    let spec = WorkerSpec {
+        version: SPEC_VERSION,
+        project_root: plan.root.clone(),
+        filename: plan.filename.clone(),
+        tstamp: rp.key.tstamp,
+        run_id: format!("{:016x}", rp.key.run_id),
+        names: plan.names.clone(),
+        outer_loop: rp.analysis.outer_loop.clone(),
+        mode: job.mode,
+        iterations: job.part.clone(),
+        skip_rest: rp.skip_rest,
+        checkpoints,
+        spool: job.spool.clone(),
+        args: rp.args.clone(),
+        recorded,
+        decode_threads: job.decode_threads,
+    };
+    let text = serde_json::to_string_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(&job.spec, text).map_err(|e| Error::Io(job.spec.clone(), e))
+}
+
+/// Runs `plan` with `executor`: units are prepared in a temporary directory
+/// (removed afterwards) as the executor starts them; reports. The user's
+/// repository is only read (git objects); records go to its `.flor/`.
 ///
 /// # Errors
-/// As [`prepare`]; unit failures are in the report, not errors.
+/// [`Error::Io`] when the temporary directory cannot be made; unit
+/// failures (including failures to prepare one) are in the report.
 pub fn run(plan: &Plan, opts: &ExecOptions, executor: &dyn Executor, on_event: &(dyn Fn(&[Unit], Event) + Sync)) -> Result<Report, Error> {
     let start = Instant::now();
     let work = tempfile::Builder::new().prefix("flor-replay-").tempdir().map_err(|e| Error::Io(std::env::temp_dir(), e))?;
-    let units = prepare(plan, opts, work.path())?;
-    let outcomes = executor.execute(&units, &|e| on_event(&units, e));
+    let (units, jobs) = units(plan, opts, work.path());
+    let materialized: Vec<OnceLock<Result<(), String>>> = plan.runs.iter().map(|_| OnceLock::new()).collect();
+    let prep = |u: &Unit| -> Result<(), String> {
+        let job = jobs.get(u.id).ok_or_else(|| format!("no unit {}", u.id))?;
+        prepare(plan, job, &materialized[job.run]).map_err(|e| e.to_string())
+    };
+    let outcomes = executor.execute(&units, &prep, &|e| on_event(&units, e));
     Ok(Report { units, outcomes, seconds: start.elapsed().as_secs_f64(), estimate_s: plan.estimate_s() })
 }

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// One independent piece of a replay: one old run, or a range of its
 /// iterations, run by one worker process.
@@ -54,13 +54,26 @@ pub struct UnitOutcome {
     pub seconds: f64,
     /// The last lines of its stderr (at most 20), for the summary.
     pub stderr_tail: String,
+    /// Seconds spent preparing the unit before its process started.
+    pub prepare_s: f64,
+    /// Wall-clock time (seconds since the Unix epoch) when the process was
+    /// started; 0 when it never started.
+    pub started_unix: f64,
+    /// The worker's [`TIMES_PREFIX`] line, without the prefix.
+    pub times: Option<String>,
 }
+
+/// What prepares a unit just before its process starts (materializing its
+/// version, writing its checkpoint recipes and spec), called on the
+/// executor's thread for that unit; an error fails the unit.
+pub type Prepare<'a> = dyn Fn(&Unit) -> Result<(), String> + Sync + 'a;
 
 /// Runs units and reports events; a failing unit never stops the others.
 pub trait Executor {
-    /// Runs every unit, calling `on_event` from any thread, and returns one
-    /// outcome per unit in `units` order.
-    fn execute(&self, units: &[Unit], on_event: &(dyn Fn(Event) + Sync)) -> Vec<UnitOutcome>;
+    /// Runs every unit, calling `prepare` for each just before it starts and
+    /// `on_event` from any thread, and returns one outcome per unit in
+    /// `units` order.
+    fn execute(&self, units: &[Unit], prepare: &Prepare<'_>, on_event: &(dyn Fn(Event) + Sync)) -> Vec<UnitOutcome>;
 }
 
 /// A pool of `workers` local processes.
@@ -74,6 +87,14 @@ pub struct LocalPool {
 /// `FLOR-REPLAY-PROGRESS <done>`.
 pub const PROGRESS_PREFIX: &str = "FLOR-REPLAY-PROGRESS ";
 
+/// The line prefix of a worker's phase times, printed once at exit:
+/// `FLOR-REPLAY-TIMES {"imported": t, "loop": t, "restore_s": s, …}`.
+pub const TIMES_PREFIX: &str = "FLOR-REPLAY-TIMES ";
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn tail(mut f: std::fs::File, lines: usize) -> String {
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
@@ -83,9 +104,23 @@ fn tail(mut f: std::fs::File, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn run_one(unit: &Unit, on_event: &(dyn Fn(Event) + Sync)) -> UnitOutcome {
+fn run_one(unit: &Unit, prepare: &Prepare<'_>, on_event: &(dyn Fn(Event) + Sync)) -> UnitOutcome {
     let start = Instant::now();
-    let fail = |msg: String| UnitOutcome { unit: unit.id, ok: false, exit_code: None, seconds: start.elapsed().as_secs_f64(), stderr_tail: msg };
+    let fail = |msg: String, prepare_s: f64| UnitOutcome {
+        unit: unit.id,
+        ok: false,
+        exit_code: None,
+        seconds: start.elapsed().as_secs_f64(),
+        stderr_tail: msg,
+        prepare_s,
+        started_unix: 0.0,
+        times: None,
+    };
+    if let Err(e) = prepare(unit) {
+        return fail(format!("preparing the unit failed: {e}"), start.elapsed().as_secs_f64());
+    }
+    let prepare_s = start.elapsed().as_secs_f64();
+    let fail = |msg: String| fail(msg, prepare_s);
     let Some((prog, args)) = unit.argv.split_first() else { return fail("empty command".into()) };
     let stderr = match tempfile::tempfile() {
         Ok(f) => f,
@@ -97,31 +132,36 @@ fn run_one(unit: &Unit, on_event: &(dyn Fn(Event) + Sync)) -> UnitOutcome {
     for (k, v) in &unit.env {
         cmd.env(k, v);
     }
+    let started_unix = unix_now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot start {prog}: {e}")),
     };
     on_event(Event::Started(unit.id));
+    let mut times = None;
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if let Some(n) = line.strip_prefix(PROGRESS_PREFIX) {
                 if let Ok(done) = n.trim().parse() {
                     on_event(Event::Progress { unit: unit.id, done });
                 }
+            } else if let Some(t) = line.strip_prefix(TIMES_PREFIX) {
+                times = Some(t.trim().to_owned());
             }
         }
     }
     let status = child.wait();
     let seconds = start.elapsed().as_secs_f64();
     let stderr_tail = tail(stderr, 20);
-    match status {
-        Ok(s) => UnitOutcome { unit: unit.id, ok: s.success(), exit_code: s.code(), seconds, stderr_tail },
-        Err(e) => UnitOutcome { unit: unit.id, ok: false, exit_code: None, seconds, stderr_tail: format!("{stderr_tail}\nwait failed: {e}") },
-    }
+    let (ok, exit_code, stderr_tail) = match status {
+        Ok(s) => (s.success(), s.code(), stderr_tail),
+        Err(e) => (false, None, format!("{stderr_tail}\nwait failed: {e}")),
+    };
+    UnitOutcome { unit: unit.id, ok, exit_code, seconds, stderr_tail, prepare_s, started_unix, times }
 }
 
 impl Executor for LocalPool {
-    fn execute(&self, units: &[Unit], on_event: &(dyn Fn(Event) + Sync)) -> Vec<UnitOutcome> {
+    fn execute(&self, units: &[Unit], prepare: &Prepare<'_>, on_event: &(dyn Fn(Event) + Sync)) -> Vec<UnitOutcome> {
         let (tx, rx) = crossbeam_channel::unbounded::<&Unit>();
         for u in units {
             let _ = tx.send(u);
@@ -134,7 +174,7 @@ impl Executor for LocalPool {
                     s.spawn(move || {
                         let mut done = Vec::new();
                         for u in rx.iter() {
-                            let o = run_one(u, on_event);
+                            let o = run_one(u, prepare, on_event);
                             on_event(Event::Finished(o.clone()));
                             done.push(o);
                         }

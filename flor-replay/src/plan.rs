@@ -9,9 +9,11 @@ use flor_core::RunKey;
 use flor_query::arrow::array::{Array, AsArray, RecordBatch};
 use flor_query::arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
 use flor_query::FlorContext;
-use flor_store::checkpoint::CheckpointStore;
+use flor_store::checkpoint::{CheckpointInfo, CheckpointStore};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What the user asked to replay.
 #[derive(Debug, Clone, Default)]
@@ -46,8 +48,16 @@ pub struct RunPlan {
     pub lines: Vec<usize>,
     /// Identifier renames applied to the copies, `(new, old)`.
     pub renamed: Vec<(String, String)>,
-    /// Outer iterations to run with the new statements on (0-based, sorted).
+    /// Outer iterations to run with the new statements on (0-based, sorted):
+    /// the selected ones that lack a value of some name.
     pub iterations: Vec<i64>,
+    /// Selected iterations skipped because every name already has a value
+    /// there (an earlier, partial replay recorded them).
+    pub already: usize,
+    /// Per iteration to run, the values of each name already recorded there
+    /// (by an earlier replay that stopped inside it): the worker records
+    /// only the values after these, so none is recorded twice.
+    pub recorded: BTreeMap<i64, BTreeMap<String, u64>>,
     /// Whether the replay skips the rest of the outer body after the
     /// statements: the position allows it and every selected iteration after
     /// the first can start from a checkpoint (a skipped body leaves the
@@ -95,6 +105,71 @@ pub struct Plan {
     pub unplannable: Vec<Unplannable>,
     /// Runs of the script that already have every name.
     pub up_to_date: usize,
+    /// The runs' checkpoint databases, opened by the planner and kept open
+    /// until the plan is dropped (the coordinator reads them while workers run).
+    pub stores: Arc<CheckpointDbs>,
+}
+
+/// The checkpoint databases of the runs in a plan, each opened once by
+/// this process (sled admits one process per database; an open costs tens
+/// of milliseconds) and shared by the planner and the coordinator's threads.
+#[derive(Default)]
+pub struct CheckpointDbs {
+    open: Mutex<HashMap<String, Option<Arc<RunCheckpoints>>>>,
+}
+
+/// One run's open checkpoint database and what it holds.
+pub struct RunCheckpoints {
+    /// The open store.
+    pub store: CheckpointStore,
+    /// Its checkpoints, listed once.
+    pub infos: Vec<CheckpointInfo>,
+}
+
+impl std::fmt::Debug for CheckpointDbs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.open.lock().map_or(0, |m| m.values().flatten().count());
+        f.debug_struct("CheckpointDbs").field("open", &n).finish()
+    }
+}
+
+impl CheckpointDbs {
+    /// The checkpoints of run `key` in the project at `root`, opening its
+    /// database on first use; `None` when the run has none or its database
+    /// cannot be opened (another process holds it): the replay then runs
+    /// from the start.
+    pub fn get(&self, root: &Path, key: RunKey) -> Option<Arc<RunCheckpoints>> {
+        let stem = key.file_stem();
+        if let Some(hit) = self.open.lock().ok()?.get(&stem) {
+            return hit.clone();
+        }
+        let flor = root.join(".flor");
+        let opened = if flor_store::checkpoint::run_dir(&flor, &stem).exists() {
+            CheckpointStore::open(&flor, &stem)
+                .ok()
+                .and_then(|store| store.list().ok().map(|infos| Arc::new(RunCheckpoints { store, infos })))
+        } else {
+            None
+        };
+        // Each run is planned by one thread, so no other thread opens it meanwhile.
+        self.open.lock().ok()?.insert(stem, opened.clone());
+        opened
+    }
+}
+
+impl RunCheckpoints {
+    /// The outer iterations with a checkpoint of the loop `outer`.
+    pub fn iterations(&self, outer: Option<&str>) -> Vec<i64> {
+        let mut its: Vec<i64> = self
+            .infos
+            .iter()
+            .filter(|c| c.loop_path.len() == 1 && outer.is_none_or(|o| c.loop_path[0].0 == o))
+            .map(|c| c.loop_path[0].1)
+            .collect();
+        its.sort_unstable();
+        its.dedup();
+        its
+    }
 }
 
 impl Plan {
@@ -166,13 +241,8 @@ pub fn plan(req: &Request) -> Result<Plan, Error> {
     let new_path = root.join(&filename);
     let new_src = std::fs::read_to_string(&new_path).map_err(|e| Error::Input(format!("cannot read the current script {}: {e}", new_path.display())))?;
 
-    // Which runs already hold the names.
-    let have = ctx.sql("SELECT DISTINCT run_id, value_name FROM logs")?;
-    let have: HashSet<(String, String)> = strings(&have, "run_id")?
-        .into_iter()
-        .zip(strings(&have, "value_name")?)
-        .filter_map(|(r, n)| Some((r?, n?)))
-        .collect();
+    // The values of the names already recorded, per run.
+    let have = Values::query(&ctx, &req.names)?;
     // --where over the run-level pivot.
     let allowed: Option<HashSet<i64>> = match &req.where_ {
         None => None,
@@ -215,35 +285,78 @@ pub fn plan(req: &Request) -> Result<Plan, Error> {
         runs: Vec::new(),
         unplannable: Vec::new(),
         up_to_date: 0,
+        stores: Arc::new(CheckpointDbs::default()),
     };
+    // Ancestry of the loop frames that hold values, for the runs that have some.
+    let frames = have.frames(&ctx)?;
+    // The runs of the script to consider, oldest first: (row, key, run id, commit).
+    let mut todo: Vec<(usize, RunKey, String, String)> = Vec::new();
+    let mut seen = HashSet::new();
     for i in 0..ts.len() {
         if run_files[i].as_deref() != Some(filename.as_str()) {
             continue;
         }
         let Some(run_id) = ids[i].clone() else { continue };
+        if !seen.insert((ts[i], run_id.clone())) {
+            continue;
+        }
         let key = RunKey { tstamp: ts[i], run_id: u64::from_str_radix(&run_id, 16).map_err(|_| Error::Internal(format!("bad run id {run_id}")))? };
         if allowed.as_ref().is_some_and(|a| !a.contains(&ts[i])) {
             continue;
         }
-        if req.names.iter().all(|n| have.contains(&(run_id.clone(), n.clone()))) {
-            out.up_to_date += 1;
-            continue;
+        // Complete without planning: every name has a value at run level (a
+        // statement outside the loop) or in every requested outer iteration.
+        if have.run_level_done(&run_id, &req.names) {
+            let n = durations.get(&run_id).and_then(|d| d.keys().max()).map_or(0, |m| m + 1);
+            let per_it = have.per_iteration(&run_id, &frames);
+            let complete = |i: &i64| per_it.get(i).is_some_and(|c| req.names.iter().all(|n| c.get(n).is_some_and(|k| *k > 0)));
+            if have.at_run_level(&run_id, &req.names) || requested(req, n).iter().all(complete) {
+                out.up_to_date += 1;
+                continue;
+            }
         }
         let Some(commit_id) = commit_of.get(&run_id).cloned() else {
-            out.unplannable.push(Unplannable { key, commit_id: None, reason: "no git snapshot of this run".into() });
+            if have.run_level_done(&run_id, &req.names) {
+                out.up_to_date += 1;
+            } else {
+                out.unplannable.push(Unplannable { key, commit_id: None, reason: "no git snapshot of this run".into() });
+            }
             continue;
         };
-        match plan_run(&root, &filename, &new_src, &targets, key, &commit_id, req) {
+        todo.push((i, key, run_id, commit_id));
+    }
+    // Propagation, git reads and checkpoint listings of the runs, in parallel.
+    let planned = parallel_map(&todo, |(_, key, _, commit_id)| plan_run(&root, &filename, &new_src, &targets, *key, commit_id, &out.stores));
+    for ((i, key, run_id, commit_id), result) in todo.into_iter().zip(planned) {
+        match result {
             Ok(mut rp) => {
                 rp.args = args[i].as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
                 rp.durations = durations.remove(&run_id).unwrap_or_default();
                 rp.n_iterations = rp.durations.keys().max().map_or(0, |m| m + 1);
                 rp.setup_s = setup[i].unwrap_or(0.0);
                 rp.teardown_s = teardown[i].unwrap_or(0.0);
-                rp.iterations = match &req.iterations {
-                    Some(sel) => sel.iter().copied().filter(|it| (0..rp.n_iterations).contains(it)).collect(),
-                    None => (0..rp.n_iterations).collect(),
-                };
+                let requested = requested(req, rp.n_iterations);
+                match rp.analysis.position {
+                    Position::Prefix | Position::Suffix => {
+                        if have.run_level_done(&run_id, &req.names) {
+                            out.up_to_date += 1;
+                            continue;
+                        }
+                        rp.iterations = requested;
+                    }
+                    Position::OuterBody { .. } | Position::Nested => {
+                        let per_it = have.per_iteration(&run_id, &frames);
+                        let nested = matches!(rp.analysis.position, Position::Nested);
+                        let (todo_its, already) = select_missing(&requested, &req.names, &per_it, nested);
+                        if todo_its.is_empty() {
+                            out.up_to_date += 1;
+                            continue;
+                        }
+                        rp.already = already;
+                        rp.recorded = todo_its.iter().filter_map(|i| per_it.get(i).map(|c| (*i, c.clone()))).collect();
+                        rp.iterations = todo_its;
+                    }
+                }
                 rp.iterations.sort_unstable();
                 rp.iterations.dedup();
                 rp.skip_rest = matches!(rp.analysis.position, Position::OuterBody { skip_rest: true })
@@ -257,7 +370,167 @@ pub fn plan(req: &Request) -> Result<Plan, Error> {
     Ok(out)
 }
 
-fn plan_run(root: &Path, filename: &str, new_src: &str, targets: &[Target], key: RunKey, commit_id: &str, _req: &Request) -> Result<RunPlan, String> {
+/// The outer iterations `req` selects among a run's `n` (all by default).
+fn requested(req: &Request, n: i64) -> Vec<i64> {
+    match &req.iterations {
+        Some(sel) => sel.iter().copied().filter(|it| (0..n).contains(it)).collect(),
+        None => (0..n).collect(),
+    }
+}
+
+/// Which of the `requested` outer iterations to run, given the values of
+/// the names already recorded in each (`per_it`), and how many requested
+/// ones are complete. An iteration is complete when every name has a value
+/// there. For a statement in a nested loop an iteration may hold only the
+/// first of its values (a worker stopped inside it): an iteration with
+/// values that is followed by a requested iteration without any is run
+/// again (the worker skips the values already there).
+pub fn select_missing(requested: &[i64], names: &[String], per_it: &BTreeMap<i64, BTreeMap<String, u64>>, nested: bool) -> (Vec<i64>, usize) {
+    let complete = |i: &i64| per_it.get(i).is_some_and(|c| names.iter().all(|n| c.get(n).copied().unwrap_or(0) > 0));
+    let any = |i: i64| per_it.get(&i).is_some_and(|c| c.values().any(|n| *n > 0));
+    let wanted: HashSet<i64> = requested.iter().copied().collect();
+    let mut out = Vec::new();
+    let mut already = 0;
+    for &i in requested {
+        // In a nested loop, a complete-looking iteration followed by a
+        // selected one without values may have stopped early.
+        let maybe_partial = nested && wanted.contains(&(i + 1)) && !any(i + 1);
+        if !complete(&i) || maybe_partial {
+            out.push(i);
+        } else {
+            already += 1;
+        }
+    }
+    (out, already)
+}
+
+/// Runs `f` over `items` on up to as many threads as there are cores;
+/// results in `items` order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).max(1);
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// SQL text of a string literal (single quotes doubled; DataFusion reads
+/// backslashes literally).
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Loop frames by `(run id, ctx_id)`: `(parent ctx_id, iteration)`.
+type Frames = HashMap<(String, u64), (u64, i64)>;
+
+/// The values of the replayed names already in the store: per run, per
+/// loop frame (`ctx_id`, 0 for the run level), per name, how many.
+#[derive(Debug, Default)]
+struct Values {
+    by_run: HashMap<String, HashMap<u64, BTreeMap<String, u64>>>,
+}
+
+impl Values {
+    fn query(ctx: &FlorContext, names: &[String]) -> Result<Values, Error> {
+        let list: Vec<String> = names.iter().map(|n| sql_str(n)).collect();
+        let b = ctx.sql(&format!(
+            "SELECT run_id, value_name, ctx_id, count(*) AS n FROM logs WHERE value_name IN ({}) GROUP BY run_id, value_name, ctx_id",
+            list.join(", ")
+        ))?;
+        let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
+        let runs = strings(&b, "run_id")?;
+        let vnames = strings(&b, "value_name")?;
+        let ctxs = col(&b, "ctx_id")?.as_primitive::<flor_query::arrow::datatypes::UInt64Type>().values().to_vec();
+        let ns = col(&b, "n")?.as_primitive::<Int64Type>().values().to_vec();
+        let mut by_run: HashMap<String, HashMap<u64, BTreeMap<String, u64>>> = HashMap::new();
+        for (((r, n), c), k) in runs.into_iter().zip(vnames).zip(ctxs).zip(ns) {
+            let (Some(r), Some(n)) = (r, n) else { continue };
+            if !wanted.contains(n.as_str()) {
+                continue;
+            }
+            *by_run.entry(r).or_default().entry(c).or_default().entry(n).or_default() += u64::try_from(k).unwrap_or(0);
+        }
+        Ok(Values { by_run })
+    }
+
+    /// Every name has a value somewhere in the run.
+    fn run_level_done(&self, run_id: &str, names: &[String]) -> bool {
+        self.by_run.get(run_id).is_some_and(|frames| names.iter().all(|n| frames.values().any(|c| c.get(n).is_some_and(|k| *k > 0))))
+    }
+
+    /// Every name has a value at run level (outside any loop).
+    fn at_run_level(&self, run_id: &str, names: &[String]) -> bool {
+        self.by_run.get(run_id).and_then(|f| f.get(&0)).is_some_and(|c| names.iter().all(|n| c.get(n).is_some_and(|k| *k > 0)))
+    }
+
+    /// Loop frames (`ctx_id` → parent, iteration) of the runs with values.
+    fn frames(&self, ctx: &FlorContext) -> Result<Frames, Error> {
+        if self.by_run.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let list: Vec<String> = self.by_run.keys().map(|r| sql_str(r)).collect();
+        let b = ctx.sql(&format!("SELECT run_id, ctx_id, p_ctx_id, iteration FROM loops WHERE run_id IN ({})", list.join(", ")))?;
+        let runs = strings(&b, "run_id")?;
+        let u64s = |name: &str| -> Result<Vec<u64>, Error> { Ok(col(&b, name)?.as_primitive::<flor_query::arrow::datatypes::UInt64Type>().values().to_vec()) };
+        let (ctxs, parents) = (u64s("ctx_id")?, u64s("p_ctx_id")?);
+        let its = col(&b, "iteration")?.as_primitive::<Int64Type>().values().to_vec();
+        let mut out = HashMap::new();
+        for (((r, c), p), i) in runs.into_iter().zip(ctxs).zip(parents).zip(its) {
+            if let Some(r) = r {
+                out.insert((r, c), (p, i));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Per outer iteration of `run_id`, the values of each name in it (at
+    /// any depth below it).
+    fn per_iteration(&self, run_id: &str, frames: &Frames) -> BTreeMap<i64, BTreeMap<String, u64>> {
+        let mut out: BTreeMap<i64, BTreeMap<String, u64>> = BTreeMap::new();
+        let Some(by_ctx) = self.by_run.get(run_id) else { return out };
+        for (&ctx, counts) in by_ctx {
+            // Walk up to the frame whose parent is the run (0).
+            let (mut c, mut outer) = (ctx, None);
+            for _ in 0..64 {
+                match frames.get(&(run_id.to_owned(), c)) {
+                    Some(&(0, it)) => {
+                        outer = Some(it);
+                        break;
+                    }
+                    Some(&(p, _)) => c = p,
+                    None => break,
+                }
+            }
+            if let Some(it) = outer {
+                let e = out.entry(it).or_default();
+                for (n, k) in counts {
+                    *e.entry(n.clone()).or_default() += k;
+                }
+            }
+        }
+        out
+    }
+}
+
+fn plan_run(root: &Path, filename: &str, new_src: &str, targets: &[Target], key: RunKey, commit_id: &str, stores: &CheckpointDbs) -> Result<RunPlan, String> {
     let short = &commit_id[..commit_id.len().min(12)];
     let old = flor_store::versions::read_file(root, commit_id, filename).map_err(|e| e.to_string())?;
     let old = String::from_utf8(old).map_err(|_| format!("{filename} in version {short} is not UTF-8"))?;
@@ -274,7 +547,7 @@ fn plan_run(root: &Path, filename: &str, new_src: &str, targets: &[Target], key:
         }
     }
     let analysis = position::analyse(&p.text, &lines).map_err(|e| format!("version {short}: {e}"))?;
-    let checkpoints = list_checkpoints(root, key, analysis.outer_loop.as_deref());
+    let checkpoints = stores.get(root, key).map(|c| c.iterations(analysis.outer_loop.as_deref())).unwrap_or_default();
     Ok(RunPlan {
         key,
         commit_id: commit_id.to_owned(),
@@ -283,6 +556,8 @@ fn plan_run(root: &Path, filename: &str, new_src: &str, targets: &[Target], key:
         lines,
         renamed,
         iterations: Vec::new(),
+        already: 0,
+        recorded: BTreeMap::new(),
         skip_rest: false,
         n_iterations: 0,
         checkpoints,
@@ -296,22 +571,7 @@ fn plan_run(root: &Path, filename: &str, new_src: &str, targets: &[Target], key:
 /// The outer iterations of `key` with a checkpoint of the loop `outer`.
 /// A database that cannot be opened (another process holds it) counts as none.
 pub fn list_checkpoints(root: &Path, key: RunKey, outer: Option<&str>) -> Vec<i64> {
-    let dir = flor_store::checkpoint::run_dir(&root.join(".flor"), &key.file_stem());
-    if !dir.exists() {
-        return Vec::new();
-    }
-    let Ok(store) = CheckpointStore::open(&root.join(".flor"), &key.file_stem()) else { return Vec::new() };
-    let mut its: Vec<i64> = store
-        .list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.loop_path.len() == 1 && outer.is_none_or(|o| c.loop_path[0].0 == o))
-        .map(|c| c.loop_path[0].1)
-        .collect();
-    its.sort_unstable();
-    its.dedup();
-    let _ = store.close();
-    its
+    CheckpointDbs::default().get(root, key).map(|c| c.iterations(outer)).unwrap_or_default()
 }
 
 /// The nearest checkpointed iteration at or before `i`, if any.
@@ -395,5 +655,25 @@ mod tests {
         assert_eq!(schedule(&[4], &[1, 3], true), vec![Restore(3), Selected(4)]);
         // No checkpoints: run from the start.
         assert_eq!(schedule(&[2], &[], false), vec![Gap(0), Gap(1), Selected(2)]);
+    }
+
+    fn counts(its: &[(i64, &[(&str, u64)])]) -> BTreeMap<i64, BTreeMap<String, u64>> {
+        its.iter().map(|(i, c)| (*i, c.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect())).collect()
+    }
+
+    #[test]
+    fn only_iterations_without_every_name_run_again() {
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let all: Vec<i64> = (0..6).collect();
+        // A worker killed in iteration 3 left 0-2; iteration 4 has only "a".
+        let per_it = counts(&[(0, &[("a", 1), ("b", 1)]), (1, &[("a", 1), ("b", 1)]), (2, &[("a", 1), ("b", 1)]), (4, &[("a", 1)])]);
+        assert_eq!(select_missing(&all, &names, &per_it, false), (vec![3, 4, 5], 3));
+        // In a nested loop, iteration 2 may hold only its first values: run again.
+        assert_eq!(select_missing(&all, &names, &per_it, true), (vec![2, 3, 4, 5], 2));
+        // Nothing missing; a selection of iterations counts only those.
+        let full = counts(&(0..6).map(|i| (i, &[("a", 2u64), ("b", 1u64)][..])).collect::<Vec<_>>());
+        assert_eq!(select_missing(&all, &names, &full, true), (vec![], 6));
+        assert_eq!(select_missing(&[1, 4], &names, &per_it, true), (vec![4], 1));
+        assert_eq!(select_missing(&all, &names, &BTreeMap::new(), false), (all.clone(), 0));
     }
 }

@@ -24,6 +24,7 @@ import sys
 STATE_DICT, NUMPY, GENERATOR, DICT, LIST, PICKLE, TORCH = b"S", b"N", b"G", b"D", b"L", b"P", b"T"
 
 RNG_RANDOM, RNG_NUMPY, RNG_TORCH = "flor.rng.random", "flor.rng.numpy", "flor.rng.torch"
+RNG_NAMES = frozenset((RNG_RANDOM, RNG_NUMPY, RNG_TORCH))
 
 
 def _torch():
@@ -54,11 +55,36 @@ def dumps(obj):
     return PICKLE + pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def _npy_view(np, payload):
+    """The array in ``.npy`` bytes ``payload`` (any buffer) without copying
+    its data, or None when its header is not a plain version 1/2 header."""
+    from numpy.lib import format as npy
+
+    try:
+        head = io.BytesIO(bytes(payload[: 1 << 16]))
+        version = npy.read_magic(head)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(head)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy.read_array_header_2_0(head)
+        else:
+            return None
+    except ValueError:
+        return None
+    if dtype.hasobject:
+        return None
+    count = 1
+    for n in shape:
+        count *= n
+    flat = np.frombuffer(payload, dtype=dtype, count=count, offset=head.tell())
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
 def restore(obj, data):
-    """Restores ``data`` (from :func:`dumps`) into ``obj`` in place and
-    returns ``obj`` (or the unpickled value when ``obj`` cannot be updated
-    in place)."""
-    kind, payload = data[:1], data[1:]
+    """Restores ``data`` (from :func:`dumps`; bytes or any buffer, which is
+    not referenced after the call) into ``obj`` in place and returns ``obj``
+    (or the unpickled value when ``obj`` cannot be updated in place)."""
+    kind, payload = bytes(data[:1]), memoryview(data)[1:]
     if kind == TORCH:
         torch = _torch()
         if torch is None:
@@ -71,9 +97,11 @@ def restore(obj, data):
     if kind == NUMPY:
         import numpy as np
 
-        value = np.load(io.BytesIO(payload), allow_pickle=False)
+        value = _npy_view(np, payload)
+        if value is None:
+            value = np.load(io.BytesIO(payload), allow_pickle=False)
         if obj is None:
-            return value
+            return value.copy()
         obj[...] = value
         return obj
     if kind == GENERATOR:

@@ -10,8 +10,11 @@ this process:
   loop path, so the records join the original frames), and nothing while an
   iteration runs only to rebuild state;
 * the outermost ``loop`` follows ``flor_replay::plan::schedule``: restore the
-  nearest checkpoint (from the coordinator's spool), re-run gap iterations
-  with logging off, run each selected iteration, and print progress;
+  nearest checkpoint, re-run gap iterations with logging off, run each
+  selected iteration, and print progress;
+* in an iteration where an earlier, interrupted replay already recorded the
+  first values of a name (``recorded`` in the spec), those are not recorded
+  again;
 * ``skip_rest()`` is true in a selected iteration when the rest of the outer
   body is not needed (the replay copy has ``if skip_rest(): continue`` after
   the new statements);
@@ -19,12 +22,20 @@ this process:
   the loop restores the last checkpoint and runs no iteration.
 
 Checkpoints are never written here: the run's database belongs to the
-coordinator, which spooled the bytes this worker restores.
+coordinator, which writes a recipe per object (where its chunks lie in the
+run's pack files); this worker reads and verifies the bytes from the packs
+(``flor_checkpoint_load_recipe``).
+
+At exit the worker prints its phase times (``FLOR-REPLAY-TIMES {json}``)
+for ``flor replay --timings``.
 """
 
 import json
 import os
 import sys
+import time
+
+_T = {"imported": time.time(), "restore_s": 0.0}
 from contextlib import contextmanager
 
 from . import _checkpoint
@@ -33,6 +44,8 @@ from ._native_api import ffi, lib
 from .api import _loop_text
 
 PROGRESS = "FLOR-REPLAY-PROGRESS"
+TIMES = "FLOR-REPLAY-TIMES"
+SPEC_VERSION = 2
 
 
 def _load_spec():
@@ -41,8 +54,8 @@ def _load_spec():
         return None
     with open(path, encoding="utf-8") as f:
         spec = json.load(f)
-    if spec.get("version") != 1:
-        raise RuntimeError(f"flordb: replay spec {path} has version {spec.get('version')!r}, expected 1")
+    if spec.get("version") != SPEC_VERSION:
+        raise RuntimeError(f"flordb: replay spec {path} has version {spec.get('version')!r}, expected {SPEC_VERSION}")
     return spec
 
 
@@ -56,6 +69,18 @@ _objects = {}
 _suppress = False
 _selected_now = False
 _warned_args = set()
+_skip = {}  # name -> values still to skip in this iteration (already recorded)
+
+
+def _times():
+    _T["exit"] = time.time()
+    print(f"{TIMES} {json.dumps(_T)}", flush=True)
+
+
+if SPEC:
+    import atexit
+
+    atexit.register(_times)  # registered first: runs after _close
 
 
 def _h():
@@ -75,6 +100,7 @@ def _h():
 def _close():
     global _handle
     if _handle is not None:
+        _T["commit"] = time.time()
         done = ffi.new("bool *")
         try:
             native.check(lib.flor_commit(_handle, done))
@@ -92,6 +118,9 @@ def skip_rest():
 def log(name, value):
     """Records ``value`` when ``name`` is being replayed; returns ``value``."""
     if name in NAMES and not _suppress:
+        if _skip.get(name):
+            _skip[name] -= 1  # recorded by an earlier replay
+            return value
         from .api import _log_other
 
         h = _h()
@@ -135,16 +164,15 @@ def checkpointing(**objects):
             _objects.pop(k, None)
 
 
-def _restore(iteration):
-    """Restores the objects and RNG states checkpointed at the end of
-    ``iteration`` from the spool, in place."""
-    d = os.path.join(SPEC["spool"], str(iteration))
-    rng_names = {_checkpoint.RNG_RANDOM, _checkpoint.RNG_NUMPY, _checkpoint.RNG_TORCH}
-    for fn in sorted(os.listdir(d)):
-        name = bytes.fromhex(fn).decode("utf-8")
-        with open(os.path.join(d, fn), "rb") as f:
-            data = f.read()
-        if name in rng_names:
+def _restore_one(name, recipe_path):
+    """Restores object ``name`` from the checkpoint a recipe file describes,
+    read from the packs into a native buffer and restored from it without
+    another copy (the buffer is freed before returning)."""
+    out = ffi.new("FlorBuffer *")
+    native.check(lib.flor_checkpoint_load_recipe(os.fsencode(recipe_path), int(SPEC.get("decode_threads") or 0), out))
+    try:
+        data = ffi.buffer(out.data, out.len) if out.len else b""
+        if name in _checkpoint.RNG_NAMES:
             _checkpoint.restore_rng(name, data)
         elif name in _objects:
             restored = _checkpoint.restore(_objects[name], data)
@@ -153,6 +181,19 @@ def _restore(iteration):
                     f"flordb: replay cannot restore {name!r} in place (a {type(_objects[name]).__name__}); "
                     "checkpoint objects with state_dict(), numpy arrays, dicts, lists or objects with a __dict__"
                 )
+    finally:
+        data = None
+        lib.flor_buffer_free(out)
+
+
+def _restore(iteration):
+    """Restores the objects and RNG states checkpointed at the end of
+    ``iteration`` in place."""
+    t0 = time.time()
+    d = os.path.join(SPEC["spool"], str(iteration))
+    for fn in sorted(os.listdir(d)):
+        _restore_one(bytes.fromhex(fn).decode("utf-8"), os.path.join(d, fn))
+    _T["restore_s"] += time.time() - t0
 
 
 def _schedule(selected, checkpoints, skip):
@@ -197,6 +238,7 @@ def loop(name, iterable):
                 _native_iter(h, i, _loop_text(item))
                 yield item
             return
+        _T["loop"] = time.time()
         mode = SPEC["mode"]
         if mode == "prefix":
             raise SystemExit(0)  # the statements sit before the loop: done
@@ -206,6 +248,7 @@ def loop(name, iterable):
                 _restore(SPEC["checkpoints"][-1])
             return
         steps = _schedule(SPEC["iterations"], SPEC["checkpoints"], bool(SPEC.get("skip_rest")))
+        recorded = SPEC.get("recorded") or {}
         done = 0
         for kind, i in steps:
             if kind == "restore":
@@ -215,12 +258,17 @@ def loop(name, iterable):
                 break
             _suppress = saved or kind == "gap"
             _selected_now = kind == "selected"
+            _skip.clear()
+            if kind == "selected":
+                _skip.update(recorded.get(str(i), {}))
             _native_iter(h, i, _loop_text(items[i]))
             yield items[i]
             _selected_now = False
+            _skip.clear()
             if kind == "selected":
                 done += 1
                 print(f"{PROGRESS} {done}", flush=True)
+        _T["loop_end"] = time.time()
     finally:
         _suppress = saved
         _selected_now = False

@@ -81,6 +81,15 @@ def frame(root, *names):
     return [{k: back(v) for k, v in r.items()} for r in json.loads(run(root, "-c", code).stdout)]
 
 
+def by_run(root, name):
+    """``{tstamp: {epoch: value}}`` of ``name`` in ``root``."""
+    got = {}
+    for r in frame(root, name):
+        if r.get(name) is not None:
+            got.setdefault(r["tstamp"], {})[r["epoch"]] = r[name]
+    return got
+
+
 def fresh_values(tmp, name, script, args, label):
     """The values of ``name`` in a fresh full run of ``script``."""
     root = new_repo(tmp / f"fresh-{label}")
@@ -134,10 +143,7 @@ def test_outer_body_statement_is_exact_and_leaves_the_repo_alone(project, tmp_pa
     assert "3 run(s) to replay" in p.stdout, p.stdout
     assert "outer body (rest skipped)" in p.stdout, p.stdout
     assert repo_state(root) == before
-    got = {}
-    for r in frame(root, "w_norm"):
-        if r.get("w_norm") is not None:
-            got.setdefault(r["tstamp"], {})[r["epoch"]] = r["w_norm"]
+    got = by_run(root, "w_norm")
     runs = sorted(got)
     assert len(runs) == 3 and all(len(got[t]) == 6 for t in runs), got
     expect = [
@@ -164,8 +170,9 @@ def test_step_statement_for_selected_iterations(project, tmp_path):
 
 def test_a_killed_worker_fails_its_unit_only_and_leaves_the_repo_alone(project, tmp_path):
     root, v2 = project
-    boom = '        flor.log("boom", os.kill(os.getpid(), 9) if lr == 0.3 and epoch == 2 else epoch)\n'
-    today = "import os\n" + with_statement(v2, "for epoch in flor.loop", boom)
+    # The old versions do not import os: the statement imports it itself.
+    boom = '        flor.log("boom", __import__("os").kill(__import__("os").getpid(), 9) if lr == 0.3 and epoch == 2 else epoch)\n'
+    today = with_statement(v2, "for epoch in flor.loop", boom)
     (root / "train.py").write_text(today)
     before = repo_state(root)
     p = run(root, "-m", "flordb", "replay", "boom", "--yes", "--workers", "1", check=False)
@@ -182,6 +189,39 @@ def test_a_killed_worker_fails_its_unit_only_and_leaves_the_repo_alone(project, 
     # its write-ahead log; nothing at or after the kill.
     killed = [e for t, e in per_run.items() if t not in full]
     assert all(e <= {0, 1} for e in killed), per_run
+
+
+def test_a_partial_replay_is_resumed_per_iteration(project, tmp_path):
+    """A worker killed in epoch 3 leaves the values of epochs 0-2 of its run
+    (recovered from its write-ahead log); the next `flor replay` runs only
+    epochs 3-5 of that run, the values equal a fresh full run's, and none is
+    recorded twice."""
+    root, v2 = project
+    os_ = '__import__("os")'  # the old versions do not import os
+    stmt = (
+        f'        flor.log("w_norm", float(np.linalg.norm(weights)) if not ({os_}.environ.get("FLOR_TEST_KILL") '
+        f'and lr == 0.3 and epoch == 3) else (__import__("time").sleep(0.6), {os_}.kill({os_}.getpid(), 9)))\n'
+    )
+    today = with_statement(v2, "for epoch in flor.loop", stmt)
+    (root / "train.py").write_text(today)
+    p = run(root, "-m", "flordb", "replay", "w_norm", "--yes", "--workers", "1", env={"FLOR_TEST_KILL": "1"}, check=False)
+    assert p.returncode != 0 and "1 failed" in p.stdout, p.stdout
+    epochs = by_run(root, "w_norm")
+    assert sorted(len(e) for e in epochs.values()) == [3, 6, 6], epochs
+    before = repo_state(root)
+    p = run(root, "-m", "flordb", "replay", "w_norm", "--yes", "--workers", "2", "--timings")
+    assert "1 run(s) to replay, 2 already have them" in p.stdout, p.stdout
+    assert "[3, 4, 5]" in p.stdout, p.stdout
+    assert "Timings: planning" in p.stdout, p.stdout
+    assert repo_state(root) == before
+    got = by_run(root, "w_norm")
+    assert sorted(len(v) for v in got.values()) == [6, 6, 6], got
+    assert frame_sql(root, "SELECT count(*) FROM logs WHERE value_name = 'w_norm'") == [18]
+    resumed = {(e, None): v for e, v in got[max(got)].items()}
+    assert resumed == fresh_values(tmp_path, "w_norm", today, RUN_V2, "resumed")
+    # Nothing is left to replay.
+    p = run(root, "-m", "flordb", "replay", "w_norm", "--yes")
+    assert "0 run(s) to replay, 3 already have them" in p.stdout, p.stdout
 
 
 def test_checkpoints_every_second_epoch_still_give_exact_values(tmp_path):

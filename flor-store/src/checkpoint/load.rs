@@ -2,23 +2,71 @@
 //! its pack, check the frame, decompress, verify the chunk's blake3 hash,
 //! then verify the whole object's hash. Large objects are decoded by several
 //! threads, each into its own part of the output.
+//!
+//! A [`Recipe`] is the same read with the index lookups done beforehand:
+//! the chunks' pack locations, taken by the process that holds the run's
+//! database, so that another process (a replay worker) can read and verify
+//! the bytes from the packs alone ([`load_recipe`]).
 
 use super::manifest::{self, ChunkRef, Manifest};
-use super::pack::{open_frame, Codec, Loc};
+use super::pack::{open_frame, Codec, Loc, PackReaders};
 use super::{gc::hex, loop_path_text, Shared};
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 /// Objects below this size are decoded on the calling thread.
 const PARALLEL_FROM: u64 = 4 << 20;
 
-/// Loads and verifies one checkpoint; see [`super::CheckpointStore::load`].
-pub(crate) fn load(sh: &Shared, loop_path: &[(String, i64)], object: &str, threads: usize) -> Result<Vec<u8>> {
-    let damaged = |detail: String| Error::CheckpointDamaged {
-        run: sh.run.clone(),
-        object: object.to_string(),
-        loop_path: loop_path_text(loop_path),
-        detail,
-    };
+/// Where the bytes of one checkpoint lie in its run's pack files: what a
+/// process that does not hold the run's database needs to read and verify
+/// them ([`load_recipe`]). Made by [`super::CheckpointStore::recipe`].
+///
+/// Valid while the packs are unchanged: packs are append-only, and only the
+/// process holding the run's database rewrites or deletes them (`gc`), so a
+/// recipe stays valid while its maker keeps the store open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// The run stem.
+    pub run: String,
+    /// The run's `packs` directory.
+    pub packs: PathBuf,
+    /// The loop path, outermost first.
+    pub loop_path: Vec<(String, i64)>,
+    /// The object name.
+    pub object: String,
+    /// Total raw length in bytes.
+    pub raw_len: u64,
+    /// blake3 of the whole object, 64 hex digits.
+    pub hash: String,
+    /// The chunks, in order.
+    pub chunks: Vec<RecipeChunk>,
+}
+
+/// One chunk of a [`Recipe`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipeChunk {
+    /// blake3 of the chunk's raw bytes, 64 hex digits.
+    pub hash: String,
+    /// Raw length in bytes.
+    pub raw_len: u32,
+    /// Pack id.
+    pub pack: u32,
+    /// Byte offset of the chunk's frame in the pack.
+    pub offset: u64,
+    /// Length of the frame in bytes.
+    pub frame_len: u32,
+}
+
+/// One chunk to decode: its manifest entry and where its frame lies (or why
+/// that is unknown).
+struct Part<'a> {
+    chunk: &'a ChunkRef,
+    loc: std::result::Result<Loc, &'static str>,
+}
+
+/// The manifest of `(loop_path, object)`, checked against its key.
+fn manifest_of(sh: &Shared, loop_path: &[(String, i64)], object: &str) -> Result<Manifest> {
     let key = manifest::key(loop_path, object).map_err(|e| Error::Input(format!("checkpoint key: {e}")))?;
     let bytes = sh.manifests.get(key).map_err(|e| sh.sled_err(e))?;
     let Some(bytes) = bytes else {
@@ -28,6 +76,12 @@ pub(crate) fn load(sh: &Shared, loop_path: &[(String, i64)], object: &str, threa
             loop_path: loop_path_text(loop_path),
         });
     };
+    let damaged = |detail: String| Error::CheckpointDamaged {
+        run: sh.run.clone(),
+        object: object.to_string(),
+        loop_path: loop_path_text(loop_path),
+        detail,
+    };
     let m = Manifest::decode(&bytes).map_err(damaged)?;
     if m.loop_path != loop_path || m.object != object {
         return Err(damaged(format!(
@@ -36,33 +90,149 @@ pub(crate) fn load(sh: &Shared, loop_path: &[(String, i64)], object: &str, threa
             loop_path_text(&m.loop_path)
         )));
     }
-    let len = usize::try_from(m.raw_len).map_err(|_| damaged(format!("{} bytes do not fit in memory", m.raw_len)))?;
+    Ok(m)
+}
+
+/// The pack location of chunk `c` from the index.
+fn locate(sh: &Shared, c: &ChunkRef) -> Result<std::result::Result<Loc, &'static str>> {
+    let entry = sh.chunks.get(c.hash).map_err(|e| sh.sled_err(e))?;
+    Ok(match entry {
+        None => Err("not in the chunk index"),
+        Some(entry) => Loc::decode(&entry).ok_or("malformed index entry"),
+    })
+}
+
+/// Loads and verifies one checkpoint; see [`super::CheckpointStore::load`].
+pub(crate) fn load(sh: &Shared, loop_path: &[(String, i64)], object: &str, threads: usize) -> Result<Vec<u8>> {
+    let m = manifest_of(sh, loop_path, object)?;
+    let mut parts = Vec::with_capacity(m.chunks.len());
+    for c in &m.chunks {
+        parts.push(Part { chunk: c, loc: locate(sh, c)? });
+    }
+    let damaged = |detail: String| Error::CheckpointDamaged {
+        run: sh.run.clone(),
+        object: object.to_string(),
+        loop_path: loop_path_text(loop_path),
+        detail,
+    };
+    assemble(&sh.readers, &sh.dir, &parts, m.raw_len, &m.hash, threads, &damaged)
+}
+
+fn full_hex(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let [hi, lo] = pair else { return None };
+        *o = digit(*hi)? << 4 | digit(*lo)?;
+    }
+    Some(out)
+}
+
+/// The recipe of one checkpoint; see [`super::CheckpointStore::recipe`].
+pub(crate) fn recipe(sh: &Shared, loop_path: &[(String, i64)], object: &str) -> Result<Recipe> {
+    let m = manifest_of(sh, loop_path, object)?;
+    let mut chunks = Vec::with_capacity(m.chunks.len());
+    let n = m.chunks.len();
+    for (i, c) in m.chunks.iter().enumerate() {
+        let loc = locate(sh, c)?.map_err(|d| Error::CheckpointDamaged {
+            run: sh.run.clone(),
+            object: object.to_string(),
+            loop_path: loop_path_text(loop_path),
+            detail: format!("chunk {i} of {n} (blake3 {}…): {d}", hex(&c.hash)),
+        })?;
+        chunks.push(RecipeChunk {
+            hash: full_hex(&c.hash),
+            raw_len: c.raw_len,
+            pack: loc.pack,
+            offset: loc.offset,
+            frame_len: loc.frame_len,
+        });
+    }
+    Ok(Recipe {
+        run: sh.run.clone(),
+        packs: sh.readers.dir().to_path_buf(),
+        loop_path: m.loop_path,
+        object: m.object,
+        raw_len: m.raw_len,
+        hash: full_hex(&m.hash),
+        chunks,
+    })
+}
+
+/// Reads and verifies the checkpoint `recipe` describes from its pack files
+/// alone (no database), decoding large objects on up to `threads` threads.
+///
+/// # Errors
+/// [`Error::CheckpointDamaged`] for a malformed recipe, a missing pack or a
+/// byte that fails its checksum or hash (naming the run, object, loop path,
+/// chunk, pack and offset); [`Error::Io`] when a pack cannot be read.
+pub fn load_recipe(recipe: &Recipe, threads: usize) -> Result<Vec<u8>> {
+    let damaged = |detail: String| Error::CheckpointDamaged {
+        run: recipe.run.clone(),
+        object: recipe.object.clone(),
+        loop_path: loop_path_text(&recipe.loop_path),
+        detail,
+    };
+    let hash = unhex(&recipe.hash).ok_or_else(|| damaged("the recipe's object hash is not 64 hex digits".into()))?;
+    let mut refs = Vec::with_capacity(recipe.chunks.len());
+    let mut locs = Vec::with_capacity(recipe.chunks.len());
+    for (i, c) in recipe.chunks.iter().enumerate() {
+        let h = unhex(&c.hash).ok_or_else(|| damaged(format!("chunk {i}: the recipe's hash is not 64 hex digits")))?;
+        refs.push(ChunkRef { hash: h, raw_len: c.raw_len, stored_len: c.frame_len });
+        let loc = Loc::decode(&Loc { pack: c.pack, offset: c.offset, frame_len: c.frame_len }.encode())
+            .ok_or("malformed location in the recipe");
+        locs.push(loc);
+    }
+    let parts: Vec<Part<'_>> = refs.iter().zip(locs).map(|(chunk, loc)| Part { chunk, loc }).collect();
+    let readers = PackReaders::new(recipe.packs.clone());
+    assemble(&readers, &recipe.packs, &parts, recipe.raw_len, &hash, threads, &damaged)
+}
+
+/// Decodes `parts` into one buffer of `raw_len` bytes and checks it against `hash`.
+fn assemble(
+    readers: &PackReaders,
+    dir: &Path,
+    parts: &[Part<'_>],
+    raw_len: u64,
+    hash: &[u8; 32],
+    threads: usize,
+    damaged: &dyn Fn(String) -> Error,
+) -> Result<Vec<u8>> {
+    let len = usize::try_from(raw_len).map_err(|_| damaged(format!("{raw_len} bytes do not fit in memory")))?;
     let mut out = Vec::new();
     out.try_reserve_exact(len).map_err(|e| Error::Io {
-        path: sh.dir.clone(),
+        path: dir.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("{len} bytes for a checkpoint: {e}")),
     })?;
     out.resize(len, 0);
 
     // Pair every chunk with its slice of the output.
-    let mut parts: Vec<(usize, &ChunkRef, &mut [u8])> = Vec::with_capacity(m.chunks.len());
+    let mut slices: Vec<(usize, &Part<'_>, &mut [u8])> = Vec::with_capacity(parts.len());
     let mut rest: &mut [u8] = &mut out;
-    for (i, c) in m.chunks.iter().enumerate() {
+    for (i, p) in parts.iter().enumerate() {
         let (part, tail) = std::mem::take(&mut rest)
-            .split_at_mut_checked(c.raw_len as usize)
+            .split_at_mut_checked(p.chunk.raw_len as usize)
             .ok_or_else(|| damaged(format!("chunk {i} runs past the object's end")))?;
-        parts.push((i, c, part));
+        slices.push((i, p, part));
         rest = tail;
     }
-    let n = m.chunks.len();
-    let threads = if m.raw_len < PARALLEL_FROM { 1 } else { threads.clamp(1, n.max(1)) };
+    let n = parts.len();
+    let threads = if raw_len < PARALLEL_FROM { 1 } else { threads.clamp(1, n.max(1)) };
     let result = if threads == 1 {
-        decode_parts(sh, &mut parts, n)
+        decode_parts(readers, &mut slices, n)
     } else {
         let per = n.div_ceil(threads);
         std::thread::scope(|s| {
             let handles: Vec<_> =
-                parts.chunks_mut(per).map(|group| s.spawn(move || decode_parts(sh, group, n))).collect();
+                slices.chunks_mut(per).map(|group| s.spawn(move || decode_parts(readers, group, n))).collect();
             // Report the failure of the earliest chunk, whatever thread found it.
             let mut first: Option<(usize, ChunkFailure)> = None;
             for h in handles {
@@ -81,7 +251,7 @@ pub(crate) fn load(sh: &Shared, loop_path: &[(String, i64)], object: &str, threa
         Err((_, ChunkFailure::Damaged(d))) => return Err(damaged(d)),
         Err((_, ChunkFailure::Io(e))) => return Err(e),
     }
-    if blake3::hash(&out).as_bytes() != &m.hash {
+    if blake3::hash(&out).as_bytes() != hash {
         return Err(damaged("the whole object's hash does not match its manifest".into()));
     }
     Ok(out)
@@ -94,17 +264,17 @@ enum ChunkFailure {
 
 /// Decodes each `(chunk number, chunk, output slice)`; stops at the first failure.
 fn decode_parts(
-    sh: &Shared,
-    parts: &mut [(usize, &ChunkRef, &mut [u8])],
+    readers: &PackReaders,
+    parts: &mut [(usize, &Part<'_>, &mut [u8])],
     total: usize,
 ) -> std::result::Result<(), (usize, ChunkFailure)> {
     let mut dec: Option<zstd::bulk::Decompressor<'static>> = None;
     let mut buf = Vec::new();
-    for (i, c, out) in parts.iter_mut() {
-        decode_one(sh, c, out, &mut buf, &mut dec).map_err(|f| {
+    for (i, p, out) in parts.iter_mut() {
+        decode_one(readers, p, out, &mut buf, &mut dec).map_err(|f| {
             let f = match f {
                 ChunkFailure::Damaged(d) => {
-                    ChunkFailure::Damaged(format!("chunk {} of {total} (blake3 {}…): {d}", *i, hex(&c.hash)))
+                    ChunkFailure::Damaged(format!("chunk {} of {total} (blake3 {}…): {d}", *i, hex(&p.chunk.hash)))
                 }
                 io => io,
             };
@@ -115,23 +285,20 @@ fn decode_parts(
 }
 
 fn decode_one(
-    sh: &Shared,
-    c: &ChunkRef,
+    readers: &PackReaders,
+    p: &Part<'_>,
     out: &mut [u8],
     buf: &mut Vec<u8>,
     dec: &mut Option<zstd::bulk::Decompressor<'static>>,
 ) -> std::result::Result<(), ChunkFailure> {
-    let entry = sh.chunks.get(c.hash).map_err(|e| ChunkFailure::Io(sh.sled_err(e)))?;
-    let Some(entry) = entry else {
-        return Err(ChunkFailure::Damaged("not in the chunk index".into()));
-    };
-    let loc = Loc::decode(&entry).ok_or_else(|| ChunkFailure::Damaged("malformed index entry".into()))?;
+    let c = p.chunk;
+    let loc = p.loc.map_err(|d| ChunkFailure::Damaged(d.into()))?;
     let at = format!("pack {:010} at byte {}", loc.pack, loc.offset);
-    sh.readers.read(loc, buf).map_err(|e| match e.kind() {
+    readers.read(loc, buf).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof => {
             ChunkFailure::Damaged(format!("{at}: {e}"))
         }
-        _ => ChunkFailure::Io(Error::Io { path: super::pack::pack_path(sh.readers.dir(), loc.pack), source: e }),
+        _ => ChunkFailure::Io(Error::Io { path: super::pack::pack_path(readers.dir(), loc.pack), source: e }),
     })?;
     let (codec, payload) = open_frame(buf, &c.hash, c.raw_len).map_err(|d| ChunkFailure::Damaged(format!("{at}: {d}")))?;
     match codec {
@@ -157,4 +324,16 @@ fn decode_one(
         return Err(ChunkFailure::Damaged(format!("{at}: content does not match its hash")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_round_trips_and_rejects_junk() {
+        let h: [u8; 32] = std::array::from_fn(|i| (i * 37 % 256) as u8);
+        assert_eq!(super::unhex(&super::full_hex(&h)), Some(h));
+        assert_eq!(super::unhex("ab"), None);
+        assert_eq!(super::unhex(&"zz".repeat(32)), None);
+        assert_eq!(super::unhex(&"é".repeat(32)), None);
+    }
 }

@@ -55,6 +55,10 @@
 //! blake3 hash, and the whole object's hash; any mismatch is
 //! [`Error::CheckpointDamaged`] naming the run, object, loop path, chunk,
 //! pack and offset. Large objects are decoded by several threads.
+//! [`CheckpointStore::recipe`] does the index lookups of a load and returns
+//! the chunks' pack locations; [`load_recipe`] reads and verifies the bytes
+//! from the packs alone, so a process that does not hold the database (a
+//! replay worker) reads checkpoints while the holder keeps it open.
 
 mod chunker;
 mod gc;
@@ -66,6 +70,7 @@ mod table;
 mod writer;
 
 pub use chunker::Chunking;
+pub use load::{load_recipe, Recipe, RecipeChunk};
 pub use table::{checkpoints_batch, checkpoints_schema, checkpoints_table, list_runs, CheckpointsTable};
 
 use crate::{Error, Result};
@@ -475,6 +480,19 @@ impl CheckpointStore {
     pub fn load(&self, loop_path: &[(String, i64)], object: &str) -> Result<Vec<u8>> {
         self.flush()?;
         load::load(&self.shared, loop_path, object, self.options.workers)
+    }
+
+    /// Where the bytes of the checkpoint of `object` at `loop_path` lie in
+    /// the run's packs (after waiting for this store's pending saves), for
+    /// a process that does not hold the database: it reads them with
+    /// [`load_recipe`]. The recipe stays valid while this store is open
+    /// and runs no [`CheckpointStore::gc`].
+    ///
+    /// # Errors
+    /// As [`CheckpointStore::load`], for the manifest and the index.
+    pub fn recipe(&self, loop_path: &[(String, i64)], object: &str) -> Result<Recipe> {
+        self.flush()?;
+        load::recipe(&self.shared, loop_path, object)
     }
 
     /// Every committed checkpoint of this run, by loop path then object,

@@ -452,3 +452,62 @@ fn open_index(index: &std::path::Path) -> sled::Db {
         }
     }
 }
+
+#[test]
+fn recipes_read_the_packs_without_the_database() {
+    use flor_store::checkpoint::{load_recipe, Recipe};
+    let dir = tempfile::tempdir().unwrap();
+    let key = at(&[("epoch", 2)]);
+    let mut data = bytes(11, 5 << 20, true); // large: decoded on several threads
+    data.extend(bytes(12, 300_000, false));
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    s.save(&key, "model", &data).unwrap();
+    s.save(&key, "empty", b"").unwrap();
+    // While the store stays open (it holds the database), the recipe reads
+    // the same bytes, here through a JSON round trip as a worker gets it.
+    let r = s.recipe(&key, "model").unwrap();
+    assert_eq!((r.run.as_str(), r.object.as_str(), r.loop_path.clone(), r.raw_len), (RUN, "model", key.clone(), data.len() as u64));
+    let r: Recipe = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(load_recipe(&r, 1).unwrap(), data);
+    assert_eq!(load_recipe(&r, 4).unwrap(), data);
+    assert_eq!(load_recipe(&s.recipe(&key, "empty").unwrap(), 2).unwrap(), b"");
+    assert!(matches!(s.recipe(&key, "absent"), Err(Error::CheckpointMissing { .. })));
+    // A damaged recipe or pack is named, never returned.
+    let named = |what: &str, r: &Recipe| match load_recipe(r, 2) {
+        Err(Error::CheckpointDamaged { run, object, loop_path, detail }) => {
+            assert_eq!((run.as_str(), object.as_str(), loop_path.as_str()), (RUN, "model", "epoch=2"), "{what}: {detail}");
+        }
+        other => panic!("{what}: expected CheckpointDamaged, got {other:?}"),
+    };
+    let mut bad = r.clone();
+    bad.hash = "xyz".into();
+    named("bad object hash", &bad);
+    let mut bad = r.clone();
+    bad.chunks[3].hash = bad.chunks[4].hash.clone();
+    named("wrong chunk hash", &bad);
+    let mut bad = r.clone();
+    bad.chunks[1].offset += 1;
+    named("shifted offset", &bad);
+    let mut bad = r.clone();
+    bad.chunks[0].frame_len = 3;
+    named("short frame", &bad);
+    let mut bad = r.clone();
+    bad.raw_len -= 1;
+    named("short object", &bad);
+    let mut bad = r.clone();
+    bad.chunks.pop();
+    named("missing chunk", &bad);
+    let mut bad = r.clone();
+    bad.chunks[2].pack += 7;
+    named("missing pack", &bad);
+    let pack = packs(s.path()).remove(0);
+    let original = std::fs::read(&pack).unwrap();
+    let mut flipped = original.clone();
+    let last = flipped.len() - 100;
+    flipped[last] ^= 0x10;
+    std::fs::write(&pack, &flipped).unwrap();
+    named("flipped pack byte", &r);
+    std::fs::write(&pack, &original).unwrap();
+    assert_eq!(load_recipe(&r, 2).unwrap(), data);
+    s.close().unwrap();
+}

@@ -38,6 +38,11 @@ pub struct ReplayArgs {
     /// Python interpreter for workers (default: $FLOR_PYTHON, else python3).
     #[arg(long)]
     python: Option<String>,
+    /// Print where the time went: planning, and per unit its preparation,
+    /// the worker's start-up (interpreter, imports, the script up to its
+    /// loop), checkpoint restores, the loop, and sealing the records.
+    #[arg(long)]
+    timings: bool,
 }
 
 /// Parses `1,4`, `0-3`, `2-` (open end: up to 2^31) into sorted iterations.
@@ -98,6 +103,39 @@ fn print_plan(p: &Plan, workers: usize) {
     }
 }
 
+/// `--timings`: the planner's time, then per unit, from the worker's
+/// `FLOR-REPLAY-TIMES` line, seconds since the coordinator started it.
+fn print_timings(plan_s: f64, report: &execute::Report) {
+    println!("Timings: planning {plan_s:.3} s (this process: open the store, queries, propagation, checkpoint listings); units {:.3} s wall.", report.seconds);
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec!["unit", "prepare", "start-up", "restores", "loop", "seal", "exit", "total"]);
+    for (u, o) in report.units.iter().zip(&report.outcomes) {
+        let times: serde_json::Map<String, serde_json::Value> =
+            o.times.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+        let at = |k: &str| times.get(k).and_then(serde_json::Value::as_f64).map(|v| v - o.started_unix);
+        let s = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+        let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        let restore = times.get("restore_s").and_then(serde_json::Value::as_f64);
+        let lp = diff(at("loop"), at("loop_end"));
+        t.add_row(vec![
+            u.label.clone(),
+            format!("{:.3}", o.prepare_s),
+            s(at("loop")),
+            s(restore),
+            s(lp.zip(restore).map(|(l, r)| l - r)),
+            s(diff(at("commit"), at("exit"))),
+            s(at("exit").map(|e| o.seconds - o.prepare_s - e)),
+            format!("{:.3}", o.seconds),
+        ]);
+    }
+    println!("{t}");
+    println!("(seconds; start-up: process start to the outer loop; loop: the outer loop less restores; seal: sealing the replayed records; exit: interpreter exit.)");
+}
+
 fn confirm() -> Result<bool, String> {
     if !std::io::stdin().is_terminal() {
         return Err("refusing to start without confirmation: stdin is not a terminal; pass --yes".into());
@@ -111,10 +149,12 @@ fn confirm() -> Result<bool, String> {
 
 /// Runs `flor replay`.
 pub fn run(project: &Path, a: ReplayArgs) -> Result<(), String> {
+    let t_plan = std::time::Instant::now();
     let workers = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let iterations = a.iterations.as_deref().map(parse_iterations).transpose()?;
     let req = Request { project: project.to_path_buf(), names: a.names, script: a.script, where_: a.where_, iterations, workers };
     let p = plan::plan(&req).map_err(|e| e.to_string())?;
+    let plan_s = t_plan.elapsed().as_secs_f64();
     print_plan(&p, workers);
     if !p.unplannable.is_empty() && p.runs.is_empty() {
         return Err(format!("{} run(s) cannot be replayed (see above)", p.unplannable.len()));
@@ -177,6 +217,9 @@ pub fn run(project: &Path, a: ReplayArgs) -> Result<(), String> {
     );
     for (u, o) in &failed {
         println!("FAILED {} (exit {}):\n{}", u.label, o.exit_code.map_or("by signal".into(), |c| c.to_string()), o.stderr_tail);
+    }
+    if a.timings {
+        print_timings(plan_s, &report);
     }
     if failed.is_empty() {
         Ok(())
