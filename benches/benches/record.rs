@@ -106,5 +106,28 @@ fn log_cpu_split(_c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, log_throughput, commit_1m, log_cpu_split);
+/// CPU seconds of the whole process (all threads) spent in one
+/// `commit_1M`-shaped commit, beside its wall time. Printed, not asserted.
+fn commit_cpu(_c: &mut Criterion) {
+    // The process's CPU, exited threads (the seal's) included.
+    let total = || {
+        let st = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let f: Vec<&str> = st.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
+        (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)) / 100.0
+    };
+    for _ in 0..3 {
+        let (_d, root) = git_repo();
+        let flor = Flor::open_with(&root, opts()).expect("open");
+        for epoch in flor.loop_iter("epoch", 0..100) {
+            for step in flor.loop_iter("step", 0..10_000) {
+                flor.log("loss", (epoch * 10_000 + step) as f64).expect("log");
+            }
+        }
+        let (c0, t) = (total(), Instant::now());
+        flor.commit().expect("commit");
+        println!("record/commit_cpu: commit of 1,000,000 records: {:.3} s wall, {:.3} s CPU (all threads)", t.elapsed().as_secs_f64(), total() - c0);
+    }
+}
+
+criterion_group!(benches, log_throughput, commit_1m, log_cpu_split, commit_cpu);
 criterion_main!(benches);

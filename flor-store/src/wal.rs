@@ -91,6 +91,21 @@ impl Batch {
         self.names.is_empty() && self.frames.is_empty() && self.frame_ends.is_empty() && self.records.is_empty()
     }
 
+    /// Concatenates `parts` in order, each vector allocated once at its
+    /// final size (no regrowth copies).
+    pub fn concat(parts: Vec<Batch>) -> Batch {
+        let mut out = Batch {
+            names: Vec::with_capacity(parts.iter().map(|b| b.names.len()).sum()),
+            frames: Vec::with_capacity(parts.iter().map(|b| b.frames.len()).sum()),
+            frame_ends: Vec::with_capacity(parts.iter().map(|b| b.frame_ends.len()).sum()),
+            records: Vec::with_capacity(parts.iter().map(|b| b.records.len()).sum()),
+        };
+        for b in parts {
+            out.extend(b);
+        }
+        out
+    }
+
     /// Appends `other` to `self`.
     pub fn extend(&mut self, other: Batch) {
         self.names.extend(other.names);
@@ -248,6 +263,7 @@ pub fn read_wal(path: &Path, mut file: &File) -> Result<Recovered> {
         return Err(Error::Corrupt { path: path.into(), offset: 8, detail: format!("WAL version {version}, expected {WAL_VERSION}") });
     }
     let mut pos = 12usize;
+    let mut parts = Vec::new();
     while pos < bytes.len() {
         let Some(head) = bytes.get(pos..pos + 8) else { break };
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
@@ -261,7 +277,7 @@ pub fn read_wal(path: &Path, mut file: &File) -> Result<Recovered> {
         };
         match decoded {
             Ok(WalEntry::Begin(m)) => out.meta = Some(m),
-            Ok(WalEntry::Batch(b)) => out.batch.extend(b),
+            Ok(WalEntry::Batch(b)) => parts.push(b),
             Ok(WalEntry::Summary(s)) => out.summary = Some(s),
             Err(detail) => {
                 if end < bytes.len() {
@@ -272,5 +288,6 @@ pub fn read_wal(path: &Path, mut file: &File) -> Result<Recovered> {
         }
         pos = end;
     }
+    out.batch = Batch::concat(parts);
     Ok(out)
 }
