@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes the three throw-away venvs of benches/peer_python.py and runs it:
-#   target/py/venv-bench   this package (pip install ., `py` profile)
+#   target/py/venv-bench   this package (pip install ., `release` profile:
+#                          BENCH_PROFILE=py for the pyproject default)
 #   target/py/venv-peer    FlorDB 4.0.1 from the package registry
 #   target/py/venv-mlflow  MLflow with the SQLite backend
 # Arguments go to peer_python.py (e.g. --sizes 10000,100000).
@@ -12,7 +13,7 @@ V=target/py
 mkdir -p "$V"
 if [ ! -x "$V/venv-bench/bin/python" ] || [ "${REBUILD:-1}" = 1 ]; then
     rm -rf "$V/venv-bench"; "$PY" -m venv "$V/venv-bench"
-    "$V/venv-bench/bin/python" -m pip install --quiet .
+    MATURIN_PEP517_ARGS="--profile ${BENCH_PROFILE:-release}" "$V/venv-bench/bin/python" -m pip install --quiet .
 fi
 if ! "$V/venv-peer/bin/python" -c "import importlib.metadata as m; assert m.version('flordb') == '4.0.1'" 2>/dev/null; then
     rm -rf "$V/venv-peer"; "$PY" -m venv "$V/venv-peer"

@@ -20,12 +20,15 @@ pub struct FlorHandle {
     /// `--kwargs` of the argv the handle was opened with (raw text).
     kwargs: BTreeMap<String, String>,
     pub(crate) checkpoints: Mutex<Checkpoints>,
+    /// The last `dataframe` context, reused while nothing changed
+    /// (`flor_query_dataframe`).
+    pub(crate) query_cache: Mutex<crate::query::QueryCache>,
 }
 
 impl FlorHandle {
     /// A handle around `flor` with the raw `--kwargs` it was opened with.
     pub(crate) fn boxed(flor: Flor, kwargs: BTreeMap<String, String>) -> Box<FlorHandle> {
-        Box::new(FlorHandle { flor, names: RwLock::new(Vec::new()), kwargs, checkpoints: Mutex::new(Checkpoints::default()) })
+        Box::new(FlorHandle { flor, names: RwLock::new(Vec::new()), kwargs, checkpoints: Mutex::new(Checkpoints::default()), query_cache: Mutex::default() })
     }
 
     pub(crate) fn checkpoints(&self) -> MutexGuard<'_, Checkpoints> {
