@@ -144,15 +144,23 @@ fn arrow_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Format { path: PathBuf::from(what), detail: e.to_string() }
 }
 
+/// A borrowed view of one writer's run as consecutive [`Batch`]es, in
+/// logging order: what the writer thread holds at a seal (its batches as
+/// they were written to the WAL, never concatenated), or one [`RunData`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunParts<'a> {
+    /// The run and writer.
+    pub meta: &'a RunMeta,
+    /// The batches, in order.
+    pub batches: &'a [Batch],
+    /// Run-level figures (forward writers).
+    pub summary: Option<&'a RunSummary>,
+}
+
 impl RunData {
-    /// Name ids to names, indexed by id.
-    fn names(&self) -> Vec<Option<&str>> {
-        let len = self.batch.names.iter().map(|(id, _)| *id as usize + 1).max().unwrap_or(0);
-        let mut out = vec![None; len];
-        for (id, n) in &self.batch.names {
-            out[*id as usize] = Some(n.as_str());
-        }
-        out
+    /// This run as a [`RunParts`] view of one batch.
+    pub fn parts(&self) -> RunParts<'_> {
+        RunParts { meta: &self.meta, batches: std::slice::from_ref(&self.batch), summary: self.summary.as_ref() }
     }
 
     /// The `logs` rows ([`schema::logs`]).
@@ -161,22 +169,74 @@ impl RunData {
     /// [`Error::Format`] if Arrow rejects the arrays (an internal bug),
     /// [`Error::Input`] for a record naming an unknown name id.
     pub fn logs_batch(&self) -> Result<RecordBatch> {
-        let n = self.batch.records.len();
-        with_constants(&self.meta, &schema::logs(), self.logs_columns()?, n, "logs batch")
+        let p = self.parts();
+        with_constants(&self.meta, &schema::logs(), p.logs_columns()?, p.n_records(), "logs batch")
+    }
+
+    /// The `loops` rows ([`schema::loops`]), one per distinct `ctx_id`.
+    ///
+    /// # Errors
+    /// [`Error::Format`] if Arrow rejects the arrays (an internal bug).
+    pub fn loops_batch(&self) -> Result<RecordBatch> {
+        let (cols, n) = self.parts().loops_columns();
+        with_constants(&self.meta, &schema::loops(), cols, n, "loops batch")
+    }
+
+    /// The one `runs` row ([`schema::runs`]).
+    ///
+    /// # Errors
+    /// [`Error::Format`] if Arrow rejects the arrays (an internal bug).
+    pub fn runs_batch(&self, status: RunStatus, ended_at: i64) -> Result<RecordBatch> {
+        with_constants(&self.meta, &schema::runs(), self.parts().runs_columns(status, ended_at), 1, "runs batch")
+    }
+
+    /// The value types seen per name, for callers that check types early.
+    pub fn types_by_name(&self) -> HashMap<String, HashSet<ValueType>> {
+        let names = self.parts().names();
+        let mut out: HashMap<String, HashSet<ValueType>> = HashMap::new();
+        for r in &self.batch.records {
+            if let Some(n) = names.get(r.name as usize).copied().flatten() {
+                out.entry(n.to_owned()).or_default().insert(r.value.value_type());
+            }
+        }
+        out
+    }
+}
+
+impl<'a> RunParts<'a> {
+    fn records(&self) -> impl Iterator<Item = &'a flor_core::Record> + 'a {
+        let batches = self.batches;
+        batches.iter().flat_map(|b| b.records.iter())
+    }
+
+    /// Number of records.
+    pub fn n_records(&self) -> usize {
+        self.batches.iter().map(|b| b.records.len()).sum()
+    }
+
+    /// Name ids to names, indexed by id.
+    fn names(&self) -> Vec<Option<&'a str>> {
+        let batches = self.batches;
+        let all = || batches.iter().flat_map(|b| b.names.iter());
+        let len = all().map(|(id, _)| *id as usize + 1).max().unwrap_or(0);
+        let mut out = vec![None; len];
+        for (id, n) in all() {
+            out[*id as usize] = Some(n.as_str());
+        }
+        out
     }
 
     /// The non-constant `logs` columns, in schema order.
     fn logs_columns(&self) -> Result<Vec<ArrayRef>> {
         let names = self.names();
-        let recs = &self.batch.records;
-        let n = recs.len();
+        let n = self.n_records();
         let mut name_b = StringBuilder::with_capacity(n, n * 8);
         let mut type_b = StringBuilder::with_capacity(n, n * 5);
         let mut int_b = Int64Builder::with_capacity(n);
         let mut float_b = Float64Builder::with_capacity(n);
         let mut bool_b = BooleanBuilder::with_capacity(n);
         let mut text_b = StringBuilder::new();
-        for r in recs {
+        for r in self.records() {
             let name = names
                 .get(r.name as usize)
                 .copied()
@@ -202,7 +262,7 @@ impl RunData {
             }
         }
         Ok(vec![
-            Arc::new(UInt64Array::from_iter_values(recs.iter().map(|r| r.ctx_id))),
+            Arc::new(UInt64Array::from_iter_values(self.records().map(|r| r.ctx_id))),
             Arc::new(UInt64Array::from_iter_values(0..n as u64)),
             Arc::new(name_b.finish()),
             Arc::new(type_b.finish()),
@@ -213,22 +273,16 @@ impl RunData {
         ])
     }
 
-    /// The `loops` rows ([`schema::loops`]), one per distinct `ctx_id`.
-    ///
-    /// # Errors
-    /// [`Error::Format`] if Arrow rejects the arrays (an internal bug).
-    pub fn loops_batch(&self) -> Result<RecordBatch> {
-        let (cols, n) = self.loops_columns();
-        with_constants(&self.meta, &schema::loops(), cols, n, "loops batch")
-    }
-
-    /// The non-constant `loops` columns, in schema order, and their row count.
+    /// The non-constant `loops` columns, in schema order, and their row
+    /// count: one row per distinct `ctx_id` (its first frame, its last
+    /// recorded duration).
     fn loops_columns(&self) -> (Vec<ArrayRef>, usize) {
-        let ends = &self.batch.frame_ends;
-        let mut durations: FxHashMap<u64, f64> = FxHashMap::with_capacity_and_hasher(ends.len(), Default::default());
-        durations.extend(ends.iter().copied());
-        let mut seen: FxHashSet<u64> = FxHashSet::with_capacity_and_hasher(self.batch.frames.len(), Default::default());
-        let frames: Vec<_> = self.batch.frames.iter().filter(|f| seen.insert(f.ctx_id)).collect();
+        let n_ends = self.batches.iter().map(|b| b.frame_ends.len()).sum();
+        let mut durations: FxHashMap<u64, f64> = FxHashMap::with_capacity_and_hasher(n_ends, Default::default());
+        durations.extend(self.batches.iter().flat_map(|b| b.frame_ends.iter().copied()));
+        let n_frames = self.batches.iter().map(|b| b.frames.len()).sum();
+        let mut seen: FxHashSet<u64> = FxHashSet::with_capacity_and_hasher(n_frames, Default::default());
+        let frames: Vec<_> = self.batches.iter().flat_map(|b| b.frames.iter()).filter(|f| seen.insert(f.ctx_id)).collect();
         let n = frames.len();
         let cols: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from_iter_values(frames.iter().map(|f| f.ctx_id))),
@@ -241,40 +295,21 @@ impl RunData {
         (cols, n)
     }
 
-    /// The one `runs` row ([`schema::runs`]).
-    ///
-    /// # Errors
-    /// [`Error::Format`] if Arrow rejects the arrays (an internal bug).
-    pub fn runs_batch(&self, status: RunStatus, ended_at: i64) -> Result<RecordBatch> {
-        with_constants(&self.meta, &schema::runs(), self.runs_columns(status, ended_at), 1, "runs batch")
-    }
-
     fn runs_columns(&self, status: RunStatus, ended_at: i64) -> Vec<ArrayRef> {
-        let s = self.summary.clone().unwrap_or_default();
+        let s = self.summary.cloned().unwrap_or_default();
         let args = if s.args.is_empty() { "{}".to_string() } else { s.args.clone() };
         vec![
             const_str(status.as_str(), 1),
             ts_array(ended_at, 1),
-            Arc::new(UInt64Array::from(vec![self.batch.records.len() as u64])),
+            Arc::new(UInt64Array::from(vec![self.n_records() as u64])),
             Arc::new(arrow::array::Float64Array::from(vec![s.setup_s])),
             Arc::new(arrow::array::Float64Array::from(vec![s.teardown_s])),
             Arc::new(arrow::array::Float64Array::from(vec![s.wall_s])),
             const_str(&args, 1),
         ]
     }
-
-    /// The value types seen per name, for callers that check types early.
-    pub fn types_by_name(&self) -> HashMap<String, HashSet<ValueType>> {
-        let names = self.names();
-        let mut out: HashMap<String, HashSet<ValueType>> = HashMap::new();
-        for r in &self.batch.records {
-            if let Some(n) = names.get(r.name as usize).copied().flatten() {
-                out.entry(n.to_owned()).or_default().insert(r.value.value_type());
-            }
-        }
-        out
-    }
 }
+
 
 /// Encodes a batch as a Parquet file in memory: zstd level 1, row groups of
 /// up to 1,048,576 rows (Parquet's default), the format version and `metadata` in the footer's key-value
@@ -330,7 +365,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// [`Error::Io`] or [`Error::Format`] naming the file; on error no manifest
 /// exists, so nothing partial is visible.
 pub fn seal(flor_dir: &Path, data: &RunData, status: RunStatus, ended_at: i64) -> Result<Manifest> {
-    seal_with(flor_dir, data, status, ended_at, &|_, _| Ok(()))
+    seal_with(flor_dir, data.parts(), status, ended_at, &|_, _| Ok(()))
 }
 
 /// Called by [`seal_with`] with each sealed file's path relative to the
@@ -348,7 +383,7 @@ pub type OnSealed<'a> = &'a (dyn Fn(&str, &[u8]) -> Result<()> + Sync);
 ///
 /// # Errors
 /// As [`seal`], and whatever `on_file` returns.
-pub fn seal_with(flor_dir: &Path, data: &RunData, status: RunStatus, ended_at: i64, on_file: OnSealed<'_>) -> Result<Manifest> {
+pub fn seal_with(flor_dir: &Path, data: RunParts<'_>, status: RunStatus, ended_at: i64, on_file: OnSealed<'_>) -> Result<Manifest> {
     let stem = data.meta.stem();
     let seg_dir = flor_dir.join("segments");
     let write = |table: &str, full: SchemaRef, cols: Vec<ArrayRef>, rows: usize| -> Result<Option<FileEntry>> {
@@ -357,7 +392,7 @@ pub fn seal_with(flor_dir: &Path, data: &RunData, status: RunStatus, ended_at: i
         }
         let name = format!("{stem}.{table}.parquet");
         let batch = RecordBatch::try_new(file_schema(&full), cols).map_err(|e| arrow_err(&name, e))?;
-        let bytes = to_parquet(&batch, &name, constant_metadata(&data.meta))?;
+        let bytes = to_parquet(&batch, &name, constant_metadata(data.meta))?;
         write_atomic(&seg_dir.join(&name), &bytes)?;
         on_file(&format!(".flor/segments/{name}"), &bytes)?;
         Ok(Some(FileEntry { table: table.into(), name, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes), rows: rows as u64 }))
@@ -367,7 +402,7 @@ pub fn seal_with(flor_dir: &Path, data: &RunData, status: RunStatus, ended_at: i
             let (cols, n) = data.loops_columns();
             write("loops", schema::loops(), cols, n)
         });
-        let logs = data.logs_columns().and_then(|cols| write("logs", schema::logs(), cols, data.batch.records.len()));
+        let logs = data.logs_columns().and_then(|cols| write("logs", schema::logs(), cols, data.n_records()));
         let loops = loops.join().unwrap_or_else(|_| Err(Error::Poisoned("the loops seal thread panicked".into())));
         (logs, loops)
     });

@@ -225,8 +225,8 @@ impl WalWriter {
 pub struct Recovered {
     /// The run, from the `Begin` entry; `None` when even that was torn.
     pub meta: Option<RunMeta>,
-    /// Every batch, in order.
-    pub batch: Batch,
+    /// Every batch, in order (as framed; see [`crate::segment::RunParts`]).
+    pub batches: Vec<Batch>,
     /// The summary, when the process got that far.
     pub summary: Option<RunSummary>,
     /// Corruption before the tail: `(byte offset, detail)`.
@@ -288,6 +288,6 @@ pub fn read_wal(path: &Path, mut file: &File) -> Result<Recovered> {
         }
         pos = end;
     }
-    out.batch = Batch::concat(parts);
+    out.batches = parts;
     Ok(out)
 }
