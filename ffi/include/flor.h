@@ -84,6 +84,10 @@ typedef enum FlorStatus {
 // handle may be called from several threads at once.
 typedef struct FlorHandle FlorHandle;
 
+// Checkpoints read ahead on a background thread, in a fixed order (see
+// [`flor_prefetch_start`]).
+typedef struct FlorPrefetch FlorPrefetch;
+
 // Bytes owned by flordb, handed to the caller (a string's UTF-8 bytes, a
 // checkpoint's bytes). Release with [`flor_buffer_free`].
 //
@@ -468,6 +472,38 @@ enum FlorStatus flor_open_replay(const char *root,
 enum FlorStatus flor_checkpoint_load_recipe(const char *path,
                                             size_t threads,
                                             struct FlorBuffer *out);
+
+// Starts reading the checkpoints of the `n` recipe files `paths` (each
+// NUL-terminated), in that order, on a background thread, at most `ahead`
+// (at least 1) finished ones waiting: a replay worker restores them one
+// after the other while the next are read (during its start-up and its
+// iterations). Large objects are decoded on up to `threads` threads (0:
+// one per core). `out` receives the handle; take the checkpoints in order
+// with [`flor_prefetch_next`], release with [`flor_prefetch_free`].
+//
+// # Safety
+// `paths` must hold `n` NUL-terminated strings; `out` must be writable.
+enum FlorStatus flor_prefetch_start(const char *const *paths,
+                                    size_t n,
+                                    size_t threads,
+                                    size_t ahead,
+                                    struct FlorPrefetch **out);
+
+// The next prefetched checkpoint's bytes (waiting for it); `out` receives
+// them (release with `flor_buffer_free`). Errors: the failure reading that
+// checkpoint (as `flor_checkpoint_load_recipe`), or `FLOR_STATUS_INVALID_ARGUMENT`
+// when every path was taken.
+//
+// # Safety
+// `p` from [`flor_prefetch_start`], not freed; `out` writable.
+enum FlorStatus flor_prefetch_next(struct FlorPrefetch *p, struct FlorBuffer *out);
+
+// Stops prefetching (the thread ends after the checkpoint it is reading)
+// and frees the handle. NULL is ignored.
+//
+// # Safety
+// `p` from [`flor_prefetch_start`], freed at most once.
+void flor_prefetch_free(struct FlorPrefetch *p);
 
 // Runs the `flor` command line `argv[0..argc]` (program name first) in
 // this process and returns its exit code (0 success, 1 failure with a

@@ -3,10 +3,11 @@
 
 use crate::buffer::{cstr_arg, write_buffer, FlorBuffer};
 use crate::handle::FlorHandle;
-use crate::status::{guard, FfiError};
+use crate::status::{guard, FfiError, FlorStatus};
 use flordb::core::{RunKey, Source};
 use flordb::{Flor, Options};
 use std::ffi::c_char;
+use std::sync::mpsc::{sync_channel, Receiver};
 
 /// Opens a replay worker's session: records go to the project at `root`
 /// with `source = replay`, attached to the existing run `(tstamp, run_id)`;
@@ -29,7 +30,7 @@ pub unsafe extern "C" fn flor_open_replay(
     tstamp: i64,
     run_id: u64,
     out: *mut *mut FlorHandle,
-) -> crate::status::FlorStatus {
+) -> FlorStatus {
     guard(|| {
         if out.is_null() {
             return Err(FfiError::null("out"));
@@ -68,20 +69,114 @@ pub unsafe extern "C" fn flor_open_replay(
 /// # Safety
 /// `path` must be NUL-terminated; `out` must be writable.
 #[no_mangle]
-pub unsafe extern "C" fn flor_checkpoint_load_recipe(path: *const c_char, threads: usize, out: *mut FlorBuffer) -> crate::status::FlorStatus {
+pub unsafe extern "C" fn flor_checkpoint_load_recipe(path: *const c_char, threads: usize, out: *mut FlorBuffer) -> FlorStatus {
     guard(|| {
         // SAFETY: NUL-terminated by contract.
         let path = unsafe { cstr_arg(path, "path") }?.ok_or_else(|| FfiError::null("path"))?;
         if out.is_null() {
             return Err(FfiError::null("out"));
         }
-        let text = std::fs::read(path).map_err(|e| FfiError::new(crate::status::FlorStatus::Io, format!("cannot read the checkpoint recipe {path}: {e}")))?;
-        let recipe: flordb::store::checkpoint::Recipe = serde_json::from_slice(&text)
-            .map_err(|e| FfiError::new(crate::status::FlorStatus::Corrupt, format!("checkpoint recipe {path} does not parse: {e}")))?;
-        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        let bytes = flordb::store::checkpoint::load_recipe(&recipe, threads)?;
-        write_buffer(out, bytes)
+        write_buffer(out, load_recipe_file(path, threads)?)
     })
+}
+
+/// Reads the recipe file at `path` and the checkpoint it describes.
+fn load_recipe_file(path: &str, threads: usize) -> Result<Vec<u8>, FfiError> {
+    let text = std::fs::read(path).map_err(|e| FfiError::new(FlorStatus::Io, format!("cannot read the checkpoint recipe {path}: {e}")))?;
+    let recipe: flordb::store::checkpoint::Recipe = serde_json::from_slice(&text)
+        .map_err(|e| FfiError::new(FlorStatus::Corrupt, format!("checkpoint recipe {path} does not parse: {e}")))?;
+    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    Ok(flordb::store::checkpoint::load_recipe(&recipe, threads)?)
+}
+
+/// Checkpoints read ahead on a background thread, in a fixed order (see
+/// [`flor_prefetch_start`]).
+pub struct FlorPrefetch {
+    rx: Receiver<Result<Vec<u8>, FfiError>>,
+}
+
+/// Starts reading the checkpoints of the `n` recipe files `paths` (each
+/// NUL-terminated), in that order, on a background thread, at most `ahead`
+/// (at least 1) finished ones waiting: a replay worker restores them one
+/// after the other while the next are read (during its start-up and its
+/// iterations). Large objects are decoded on up to `threads` threads (0:
+/// one per core). `out` receives the handle; take the checkpoints in order
+/// with [`flor_prefetch_next`], release with [`flor_prefetch_free`].
+///
+/// # Safety
+/// `paths` must hold `n` NUL-terminated strings; `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn flor_prefetch_start(
+    paths: *const *const c_char,
+    n: usize,
+    threads: usize,
+    ahead: usize,
+    out: *mut *mut FlorPrefetch,
+) -> FlorStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(FfiError::null("out"));
+        }
+        let mut owned = Vec::with_capacity(n);
+        if n > 0 {
+            if paths.is_null() {
+                return Err(FfiError::null("paths"));
+            }
+            // SAFETY: `n` pointers by contract.
+            for p in unsafe { std::slice::from_raw_parts(paths, n) } {
+                // SAFETY: each NUL-terminated by contract.
+                owned.push(unsafe { cstr_arg(*p, "paths") }?.ok_or_else(|| FfiError::null("paths[i]"))?.to_owned());
+            }
+        }
+        let (tx, rx) = sync_channel(ahead.max(1));
+        std::thread::Builder::new()
+            .name("flor-prefetch".into())
+            .spawn(move || {
+                for p in owned {
+                    let r = std::panic::catch_unwind(|| load_recipe_file(&p, threads))
+                        .unwrap_or_else(|_| Err(FfiError::new(FlorStatus::Panic, format!("reading checkpoint recipe {p} panicked"))));
+                    if tx.send(r).is_err() {
+                        break; // the handle was freed
+                    }
+                }
+            })
+            .map_err(|e| FfiError::new(FlorStatus::Io, format!("cannot start the prefetch thread: {e}")))?;
+        // SAFETY: checked non-NULL above.
+        unsafe { out.write(Box::into_raw(Box::new(FlorPrefetch { rx }))) };
+        Ok(())
+    })
+}
+
+/// The next prefetched checkpoint's bytes (waiting for it); `out` receives
+/// them (release with `flor_buffer_free`). Errors: the failure reading that
+/// checkpoint (as `flor_checkpoint_load_recipe`), or `FLOR_STATUS_INVALID_ARGUMENT`
+/// when every path was taken.
+///
+/// # Safety
+/// `p` from [`flor_prefetch_start`], not freed; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn flor_prefetch_next(p: *mut FlorPrefetch, out: *mut FlorBuffer) -> FlorStatus {
+    guard(|| {
+        // SAFETY: live handle by contract.
+        let p = unsafe { p.as_ref() }.ok_or_else(|| FfiError::null("prefetch"))?;
+        match p.rx.recv() {
+            Ok(r) => write_buffer(out, r?),
+            Err(_) => Err(FfiError::new(FlorStatus::InvalidArgument, "every prefetched checkpoint was taken")),
+        }
+    })
+}
+
+/// Stops prefetching (the thread ends after the checkpoint it is reading)
+/// and frees the handle. NULL is ignored.
+///
+/// # Safety
+/// `p` from [`flor_prefetch_start`], freed at most once.
+#[no_mangle]
+pub unsafe extern "C" fn flor_prefetch_free(p: *mut FlorPrefetch) {
+    if !p.is_null() {
+        // SAFETY: from Box::into_raw in flor_prefetch_start, freed once by contract.
+        let _ = std::panic::catch_unwind(|| drop(unsafe { Box::from_raw(p) }));
+    }
 }
 
 /// Runs the `flor` command line `argv[0..argc]` (program name first) in

@@ -24,12 +24,15 @@ this process:
 Checkpoints are never written here: the run's database belongs to the
 coordinator, which writes a recipe per object (where its chunks lie in the
 run's pack files); this worker reads and verifies the bytes from the packs
-(``flor_checkpoint_load_recipe``).
+(``flor_checkpoint_load_recipe``), on a native thread that reads one
+restore ahead from the moment this module is imported, so the reading
+overlaps the script's start-up and its iterations.
 
 At exit the worker prints its phase times (``FLOR-REPLAY-TIMES {json}``)
 for ``flor replay --timings``.
 """
 
+import collections
 import json
 import os
 import sys
@@ -164,12 +167,66 @@ def checkpointing(**objects):
             _objects.pop(k, None)
 
 
+_prefetch = None  # native reader of the restores' checkpoints, in schedule order
+_prefetch_queue = collections.deque()  # their recipe paths, not yet taken
+
+
+def _restore_paths():
+    """The recipe files this worker restores, in the order it restores them."""
+    mode = SPEC["mode"]
+    if mode == "suffix":
+        its = SPEC["checkpoints"][-1:]
+    elif mode == "iterations":
+        steps = _schedule(SPEC["iterations"], SPEC["checkpoints"], bool(SPEC.get("skip_rest")))
+        its = [i for kind, i in steps if kind == "restore"]
+    else:
+        return []
+    paths = []
+    for i in its:
+        d = os.path.join(SPEC["spool"], str(i))
+        paths.append([os.path.join(d, fn) for fn in sorted(os.listdir(d))])
+    return paths
+
+
+def _start_prefetch():
+    """Starts reading the checkpoints to restore on a native thread, one
+    restore ahead, while the script starts up and runs its iterations."""
+    global _prefetch
+    groups = _restore_paths()
+    paths = [p for g in groups for p in g]
+    if not paths:
+        return
+    keep = [ffi.new("char[]", os.fsencode(p)) for p in paths]
+    out = ffi.new("FlorPrefetch **")
+    ahead = max(len(g) for g in groups)
+    st = lib.flor_prefetch_start(ffi.new("char *[]", keep), len(keep), int(SPEC.get("decode_threads") or 0), ahead, out)
+    if st != native.OK:
+        return  # restores read each checkpoint when needed instead
+    _prefetch = out[0]
+    _prefetch_queue.extend(paths)
+    import atexit
+
+    atexit.register(_stop_prefetch)
+
+
+def _stop_prefetch():
+    global _prefetch
+    if _prefetch is not None:
+        lib.flor_prefetch_free(_prefetch)
+        _prefetch = None
+
+
 def _restore_one(name, recipe_path):
-    """Restores object ``name`` from the checkpoint a recipe file describes,
-    read from the packs into a native buffer and restored from it without
-    another copy (the buffer is freed before returning)."""
+    """Restores object ``name`` from the checkpoint a recipe file describes
+    (prefetched, or read now), read from the packs into a native buffer and
+    restored from it without another copy (the buffer is freed before
+    returning)."""
     out = ffi.new("FlorBuffer *")
-    native.check(lib.flor_checkpoint_load_recipe(os.fsencode(recipe_path), int(SPEC.get("decode_threads") or 0), out))
+    if _prefetch is not None and _prefetch_queue and _prefetch_queue[0] == recipe_path:
+        _prefetch_queue.popleft()
+        native.check(lib.flor_prefetch_next(_prefetch, out))
+    else:
+        native.check(lib.flor_checkpoint_load_recipe(os.fsencode(recipe_path), int(SPEC.get("decode_threads") or 0), out))
     try:
         data = ffi.buffer(out.data, out.len) if out.len else b""
         if name in _checkpoint.RNG_NAMES:
@@ -293,3 +350,7 @@ def iteration(name, idx, value=None):
 
 def commit():
     """Replay commits once, at exit."""
+
+
+if SPEC:
+    _start_prefetch()

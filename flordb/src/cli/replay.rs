@@ -109,7 +109,8 @@ fn print_timings(plan_s: f64, report: &execute::Report) {
     println!("Timings: planning {plan_s:.3} s (this process: open the store, queries, propagation, checkpoint listings); units {:.3} s wall.", report.seconds);
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["unit", "prepare", "start-up", "restores", "loop", "seal", "exit", "total"]);
+    t.set_header(vec!["unit", "started", "prepare", "start-up", "restores", "loop", "seal", "exit", "total"]);
+    let first = report.outcomes.iter().map(|o| o.started_unix).filter(|t| *t > 0.0).fold(f64::INFINITY, f64::min);
     for (u, o) in report.units.iter().zip(&report.outcomes) {
         let times: serde_json::Map<String, serde_json::Value> =
             o.times.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
@@ -123,6 +124,7 @@ fn print_timings(plan_s: f64, report: &execute::Report) {
         let lp = diff(at("loop"), at("loop_end"));
         t.add_row(vec![
             u.label.clone(),
+            if o.started_unix > 0.0 { format!("+{:.3}", o.started_unix - first) } else { "-".into() },
             format!("{:.3}", o.prepare_s),
             s(at("loop")),
             s(restore),
@@ -133,7 +135,7 @@ fn print_timings(plan_s: f64, report: &execute::Report) {
         ]);
     }
     println!("{t}");
-    println!("(seconds; start-up: process start to the outer loop; loop: the outer loop less restores; seal: sealing the replayed records; exit: interpreter exit.)");
+    println!("(seconds; started: process start after the first unit's; start-up: process start to the outer loop; loop: the outer loop less restores; seal: sealing the replayed records; exit: interpreter exit.)");
 }
 
 fn confirm() -> Result<bool, String> {
