@@ -2,7 +2,7 @@
 # The main job end to end (issue 8): record two runs, commit a refactor,
 # record a third, add a hindsight statement (the weight norm at the start of
 # each epoch), replay it into all three runs from their checkpoints, print
-# the table, check it against a full fresh run, and plot the loss curves.
+# the table, check it against full fresh runs, and plot the loss curves.
 #
 # Usage: examples/quickstart/demo.sh PYTHON OUTDIR
 #   PYTHON: an interpreter with flordb, numpy and scikit-learn installed
@@ -60,19 +60,26 @@ assert runs == 3 and missing == 0, f"{runs} runs, {missing} epochs without w_nor
 print(f"\n{runs} runs, {len(df)} epochs, every w_norm recovered")
 PYEOF
 
-step "check: a full fresh run of today's script gives the same w_norm as the replay of run 3"
+step "check: full fresh runs of today's script give the same w_norm as the replay, run by run"
+# Versions 1 and 2 compute the same thing (v2 is a refactor), so today's
+# script with each run's arguments must reproduce each replayed value.
 FRESH=$(mktemp -d "${TMPDIR:-/tmp}/flordb-fresh.XXXXXX")
 cp train.py "$FRESH/train.py"
-(cd "$FRESH" && git init -q -b main && git add train.py && git -c user.email=d@example.invalid -c user.name=d commit -qm v3 && "$PY" train.py --kwargs lr=0.2 epochs=8)
+(cd "$FRESH" && git init -q -b main && git add train.py && git -c user.email=d@example.invalid -c user.name=d commit -qm v3 \
+  && "$PY" train.py --kwargs lr=0.5 epochs=8 \
+  && "$PY" train.py --kwargs lr=0.1 epochs=8 seed=7 \
+  && "$PY" train.py --kwargs lr=0.2 epochs=8)
 "$PY" - "$FRESH" <<'PYEOF'
-import os, subprocess, sys, json
-code = "import flordb as flor, json; d = flor.dataframe('w_norm'); print(json.dumps([v.hex() for v in d['w_norm']]))"
+import subprocess, sys, json
+code = "import flordb as flor, json; d = flor.dataframe('lr', 'w_norm'); print(json.dumps({str(lr): [v.hex() for v in g['w_norm']] for lr, g in d.groupby('lr')}))"
 fresh = json.loads(subprocess.run([sys.executable, "-c", code], cwd=sys.argv[1], check=True, capture_output=True, text=True).stdout)
 import flordb as flor
 df = flor.dataframe("lr", "w_norm")
-replayed = [v.hex() for v in df[df["lr"] == 0.2]["w_norm"]]
-assert replayed == fresh, (replayed, fresh)
-print(f"identical to the last bit: {len(fresh)} values")
+replayed = {str(lr): [v.hex() for v in g["w_norm"]] for lr, g in df.groupby("lr")}
+assert sorted(replayed) == sorted(fresh) == ["0.1", "0.2", "0.5"], (sorted(replayed), sorted(fresh))
+for lr in sorted(fresh):
+    assert replayed[lr] == fresh[lr], (lr, replayed[lr], fresh[lr])
+    print(f"lr={lr}: {len(fresh[lr])} w_norm values identical to the last bit")
 PYEOF
 
 step "plot the loss curves of the three runs"
