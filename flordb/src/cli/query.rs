@@ -148,6 +148,9 @@ pub fn runs(project: &Path, a: ListArgs) -> Result<(), String> {
 /// A one-line reason.
 pub fn versions(project: &Path, a: ListArgs) -> Result<(), String> {
     check_output(&a.out)?;
+    // Outside a repository there are no versions to list: say why, rather
+    // than print an empty table.
+    flor_store::versions::open_repo(project).map_err(line)?;
     let ctx = open(project)?;
     let batch = ctx.versions().map_err(line)?;
     finish(&ctx, batch, &a.rows, &a.out)

@@ -107,6 +107,9 @@ fn unknown_name_is_empty_and_errors_are_one_line() {
     assert!(e.contains("-o FILE"), "{e}");
     let e = fails(&flor(&root.join("missing"), &["runs"]));
     assert!(e.contains("missing"), "{e}");
+    let plain = tempfile::tempdir().expect("tempdir");
+    let e = fails(&flor(plain.path(), &["versions"]));
+    assert!(e.contains("not inside a git repository") && e.contains("git init"), "{e}");
     for sub in ["dataframe", "sql", "runs", "versions"] {
         let h = ok(&flor(&root, &[sub, "--help"]));
         assert!(h.contains("--format"), "{sub}: {h}");
