@@ -28,6 +28,8 @@ enum Command {
     Runs(query::ListArgs),
     /// List code versions (git snapshots) of runs.
     Versions(query::ListArgs),
+    /// List the checkpoints of every run (loop path, object, sizes).
+    Checkpoints(query::ListArgs),
     /// Carry log statements from a new version of a script into an old one.
     Propagate(propagate::PropagateArgs),
     /// Hindsight logging: recover new log statements' values for past runs.
@@ -62,6 +64,7 @@ where
         Command::Sql(a) => query::sql(&cli.project, a),
         Command::Runs(a) => query::runs(&cli.project, a),
         Command::Versions(a) => query::versions(&cli.project, a),
+        Command::Checkpoints(a) => query::checkpoints(&cli.project, a),
         Command::Propagate(a) => propagate::run(a),
         Command::Replay(a) => replay::run(&cli.project, a),
         Command::Plot(a) => plot::run(&cli.project, a),

@@ -156,6 +156,29 @@ pub fn versions(project: &Path, a: ListArgs) -> Result<(), String> {
     finish(&ctx, batch, &a.rows, &a.out)
 }
 
+/// `flor checkpoints`: every checkpoint of every run (run, loop path,
+/// object, outermost 0-based iteration, raw / stored / new bytes, chunks,
+/// write time), from each run's checkpoint store. A run whose store a live
+/// process holds is named on stderr and left out.
+///
+/// # Errors
+/// A one-line reason: the project cannot be read, `--latest` (checkpoints
+/// have no script to be the latest of), a bad `--where`, or the output
+/// cannot be written.
+pub fn checkpoints(project: &Path, a: ListArgs) -> Result<(), String> {
+    check_output(&a.out)?;
+    if a.rows.latest {
+        return Err("--latest does not apply to checkpoints; select runs with --where, e.g. --where \"run LIKE '1764%'\"".into());
+    }
+    let store = flor_store::store::Store::open(project).map_err(line)?;
+    let table = flor_store::checkpoint::checkpoints_table(store.flor_dir()).map_err(line)?;
+    for (run, e) in &table.unavailable {
+        eprintln!("flor: warning: checkpoints of run {run} left out: {}", line(e));
+    }
+    let ctx = open(project)?;
+    finish(&ctx, table.batch, &a.rows, &a.out)
+}
+
 fn check_output(out: &Output) -> Result<(), String> {
     if out.format == Format::Parquet && out.output.is_none() {
         return Err("--format parquet writes a file: give it with -o FILE".into());

@@ -1,4 +1,4 @@
-//! `flor dataframe|sql|runs|versions` through the real binary, on a project
+//! `flor dataframe|sql|runs|versions|checkpoints` through the real binary, on a project
 //! recorded through `flordb::Flor` (issue 3, acceptance 2 and 4).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test panics
@@ -138,4 +138,46 @@ fn sql_joins_all_four_tables_and_lists_runs_and_versions() {
     let versions = ok(&flor(&root, &["versions", "--format", "csv", "--where", "branch = 'main'"]));
     assert_eq!(versions.lines().count(), 3, "{versions}");
     assert!(versions.starts_with("projid,tstamp,run_id,filename,commit_id,branch\n"), "{versions}");
+}
+
+#[test]
+fn checkpoints_lists_every_runs_checkpoints_and_names_a_busy_one() {
+    use flordb::store::checkpoint::CheckpointStore;
+    let (_d, root) = repo();
+    record(&root);
+    let flor_dir = root.join(".flor");
+    let epoch = |i: i64| vec![("epoch".to_string(), i)];
+    {
+        let s = CheckpointStore::open(&flor_dir, "1000-00000000000000aa").expect("open");
+        for i in 0..3 {
+            s.save(&epoch(i), "model", &vec![i as u8; 100_000]).expect("save");
+        }
+        s.save(&epoch(2), "optimizer", b"adam state").expect("save");
+        s.close().expect("close");
+    }
+    let csv = ok(&flor(&root, &["checkpoints", "--format", "csv"]));
+    let mut lines = csv.lines();
+    let header = lines.next().expect("header");
+    assert!(header.starts_with("run,loop_path,object,iteration,raw_bytes"), "{header}");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    assert!(rows.iter().all(|r| r.starts_with("1000-00000000000000aa,")), "{csv}");
+    assert_eq!(rows.iter().filter(|r| r.contains(",model,")).count(), 3, "{csv}");
+    assert!(rows.iter().any(|r| r.contains(",optimizer,2,10,")), "{csv}");
+
+    let csv = ok(&flor(&root, &["checkpoints", "--format", "csv", "--where", "object = 'model' AND iteration >= 1"]));
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let e = fails(&flor(&root, &["checkpoints", "--latest"]));
+    assert!(e.contains("--where"), "{e}");
+
+    // A run whose store a live process holds is named and left out.
+    let busy = CheckpointStore::open(&flor_dir, "2000-00000000000000bb").expect("open");
+    busy.save(&epoch(0), "model", b"w").expect("save");
+    busy.flush().expect("flush");
+    let out = flor(&root, &["checkpoints", "--format", "csv"]);
+    let csv = ok(&out);
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2000-00000000000000bb"), "{err}");
+    busy.close().expect("close");
 }
