@@ -397,13 +397,19 @@ pub fn seal_with(flor_dir: &Path, data: RunParts<'_>, status: RunStatus, ended_a
         on_file(&format!(".flor/segments/{name}"), &bytes)?;
         Ok(Some(FileEntry { table: table.into(), name, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes), rows: rows as u64 }))
     };
+    let loops_file = || {
+        let (cols, n) = data.loops_columns();
+        write("loops", schema::loops(), cols, n)
+    };
     let (logs, loops) = std::thread::scope(|s| {
-        let loops = s.spawn(|| {
-            let (cols, n) = data.loops_columns();
-            write("loops", schema::loops(), cols, n)
-        });
+        // When no thread can be started, the loops file is written after
+        // the logs file on this one.
+        let spawned = std::thread::Builder::new().name("flor-seal".into()).spawn_scoped(s, loops_file).ok();
         let logs = data.logs_columns().and_then(|cols| write("logs", schema::logs(), cols, data.n_records()));
-        let loops = loops.join().unwrap_or_else(|_| Err(Error::Poisoned("the loops seal thread panicked".into())));
+        let loops = match spawned {
+            Some(h) => h.join().unwrap_or_else(|_| Err(Error::Poisoned("the loops seal thread panicked".into()))),
+            None => loops_file(),
+        };
         (logs, loops)
     });
     let mut files: Vec<FileEntry> = [logs?, loops?].into_iter().flatten().collect();
