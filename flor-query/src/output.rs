@@ -18,7 +18,7 @@ use datafusion::arrow::array::{
     RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray, UInt64Array,
 };
 use datafusion::arrow::array::builder::NullBufferBuilder;
-use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, UInt64Type};
 use flor_core::ValueType;
 use std::collections::{HashMap, HashSet};
@@ -189,21 +189,19 @@ fn name_column(logs: &[LogCols<'_>], sel: &Selected, vals: &[u32], rows: &[u32])
             cell(logs, sel, r)
         }
     };
-    // One pass that also gathers the values as f64 (and i64): enough when
-    // the column turns out to hold floats only (or ints only).
+    // One pass that also gathers the values' bits: enough when the column
+    // turns out to hold floats only or ints only (the bits are then the
+    // column's buffer as they are).
     let mut kinds: Vec<ValueType> = Vec::new();
     let mut valid = NullBufferBuilder::new(rows.len());
-    let mut floats: Vec<f64> = Vec::with_capacity(rows.len());
-    let mut ints: Vec<i64> = Vec::with_capacity(rows.len());
+    let mut bits: Vec<u64> = Vec::with_capacity(rows.len());
     for &row in rows {
         let c = get(row);
-        let (f, i) = match c {
-            Some(Cell::Float(v)) => (v, 0),
-            Some(Cell::Int(v)) => (0.0, v),
-            _ => (0.0, 0),
-        };
-        floats.push(f);
-        ints.push(i);
+        bits.push(match c {
+            Some(Cell::Float(v)) => v.to_bits(),
+            Some(Cell::Int(v)) => v as u64,
+            _ => 0,
+        });
         match c {
             Some(c) => {
                 valid.append_non_null();
@@ -216,9 +214,16 @@ fn name_column(logs: &[LogCols<'_>], sel: &Selected, vals: &[u32], rows: &[u32])
         }
     }
     kinds.sort_by_key(|k| *k as u8);
+    let n = bits.len();
     match kinds.as_slice() {
-        [ValueType::Float] => return (Arc::new(Float64Array::new(floats.into(), valid.finish())), DataType::Float64, kinds),
-        [ValueType::Int] => return (Arc::new(Int64Array::new(ints.into(), valid.finish())), DataType::Int64, kinds),
+        [ValueType::Float] => {
+            let values = ScalarBuffer::new(Buffer::from_vec(bits), 0, n);
+            return (Arc::new(Float64Array::new(values, valid.finish())), DataType::Float64, kinds);
+        }
+        [ValueType::Int] => {
+            let values = ScalarBuffer::new(Buffer::from_vec(bits), 0, n);
+            return (Arc::new(Int64Array::new(values, valid.finish())), DataType::Int64, kinds);
+        }
         _ => {}
     }
     let numeric = kinds.iter().all(|k| matches!(k, ValueType::Int | ValueType::Float));
@@ -297,7 +302,6 @@ pub(crate) fn build(
     names: &[&str],
 ) -> Result<RecordBatch> {
     let runs = &index.runs;
-    let frames = &index.frames;
     let mut used: HashSet<String> = HashSet::new();
     let mut fields: Vec<Field> = Vec::new();
     let mut cols: Vec<ArrayRef> = Vec::new();
@@ -306,14 +310,53 @@ pub(crate) fn build(
         used.insert(label.to_owned());
         fields.push(Field::new(label, dt, false));
     }
-    cols.push(Arc::new(text_column(rows, |r| runs.projid[run_of(r)].as_str())?));
-    cols.push(Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| runs.tstamp[run_of(r)]).collect::<Vec<_>>())));
-    cols.push(Arc::new(text_column(rows, |r| runs.filename[run_of(r)].as_str())?));
-    cols.push(Arc::new(text_column(rows, |&r| source_label(row_source(sel, j, r as usize)))?));
+    // The four key columns on a second thread, beside the loop and name
+    // columns (they read only shared, immutable data).
+    let keys = || -> Result<[ArrayRef; 4]> {
+        Ok([
+            Arc::new(text_column(rows, |r| runs.projid[run_of(r)].as_str())?),
+            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| runs.tstamp[run_of(r)]).collect::<Vec<_>>())),
+            Arc::new(text_column(rows, |r| runs.filename[run_of(r)].as_str())?),
+            Arc::new(text_column(rows, |&r| source_label(row_source(sel, j, r as usize)))?),
+        ])
+    };
+    let (keys, rest) = std::thread::scope(|s| {
+        let handle = (rows.len() >= PARALLEL_ROWS).then(|| s.spawn(keys));
+        let rest = rest_columns(index, logs, sel, j, rows, names, &mut used);
+        let keys = match handle {
+            // A panic there is a bug; it goes on as if it had happened here.
+            Some(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => keys(),
+        };
+        (keys, rest)
+    });
+    cols.extend(keys?);
+    let (rest_fields, rest_cols) = rest?;
+    fields.extend(rest_fields);
+    cols.extend(rest_cols);
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(arrow_err("the dataframe"))
+}
+
+/// Below this many rows the key columns are built on the calling thread.
+const PARALLEL_ROWS: usize = 1 << 16;
+
+/// The loop columns and the name columns of [`build`], with their fields.
+fn rest_columns(
+    index: &Index,
+    logs: &[LogCols<'_>],
+    sel: &Selected,
+    j: &Joined,
+    rows: &[u32],
+    names: &[&str],
+    used: &mut HashSet<String>,
+) -> Result<(Vec<Field>, Vec<ArrayRef>)> {
+    let frames = &index.frames;
+    let mut fields: Vec<Field> = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
     for (slot, &c) in j.cols.iter().enumerate() {
         let (name, occurrence) = &frames.cols[c as usize];
         let base = if *occurrence == 0 { name.clone() } else { format!("{name}_{occurrence}") };
-        let label = unique(&mut used, base.clone());
+        let label = unique(used, base.clone());
         let d = &j.dims[slot];
         let mut valid = NullBufferBuilder::new(rows.len());
         let mut it: Vec<i64> = Vec::with_capacity(rows.len());
@@ -343,7 +386,7 @@ pub(crate) fn build(
                     Some(if v == NONE { frames.iteration[f as usize].to_string() } else { frames.values[v as usize].clone() })
                 })
                 .collect();
-            fields.push(Field::new(unique(&mut used, format!("{base}_value")), DataType::Utf8, true));
+            fields.push(Field::new(unique(used, format!("{base}_value")), DataType::Utf8, true));
             cols.push(Arc::new(vals));
         }
     }
@@ -355,8 +398,8 @@ pub(crate) fn build(
         if kinds.len() > 1 {
             meta.insert(META_MIXED_TYPES.to_owned(), types);
         }
-        fields.push(Field::new(unique(&mut used, (*name).to_owned()), dt, true).with_metadata(meta));
+        fields.push(Field::new(unique(used, (*name).to_owned()), dt, true).with_metadata(meta));
         cols.push(array);
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(arrow_err("the dataframe"))
+    Ok((fields, cols))
 }

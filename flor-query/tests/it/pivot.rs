@@ -1,8 +1,9 @@
 //! The pivoted view: exact expected tables (issue 3, acceptance 1).
 
-use crate::harness::{assert_table, project, Run};
+use crate::harness::{assert_table, project, Run, T0};
 use flor_core::Value;
-use flor_query::arrow::datatypes::DataType;
+use flor_query::arrow::array::{Array, AsArray};
+use flor_query::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
 use flor_query::{META_MIXED_TYPES, META_NAME, META_VALUE_TYPE};
 
 /// train.py: `lr` at run level, `loss` per epoch (3 epochs).
@@ -459,4 +460,41 @@ fn repeated_logs_in_one_iteration_keep_log_order_and_drop_exact_duplicates() {
         | proj   | 2023-11-14T22:13:20 | train.py | forward | 0     | 2          |
         +--------+---------------------+----------+---------+-------+------------+",
     );
+}
+
+/// Two runs, 40,000 steps each (80,000 rows: the key columns are built on a
+/// second thread past 65,536 rows): every row exact, in order.
+#[test]
+fn a_large_pivot_is_exact_row_by_row() {
+    const STEPS: i64 = 40_000;
+    let mut runs = Vec::new();
+    for id in 1..=2u64 {
+        let mut r = Run::new(if id == 1 { "a.py" } else { "b.py" }, id as i64, id);
+        r.enter("step");
+        for s in 0..STEPS {
+            r.iter(s, None).log("loss", s * 10 + id as i64);
+        }
+        r.exit("step");
+        runs.push(r);
+    }
+    let (_d, ctx) = project(&runs.iter().collect::<Vec<_>>());
+    let df = ctx.dataframe(&["loss"]).unwrap();
+    assert_eq!(df.num_rows(), 2 * STEPS as usize);
+    let schema = df.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["projid", "tstamp", "filename", "source", "step", "loss"]);
+    let text = |c: &str| df.column_by_name(c).unwrap().as_string::<i32>().clone();
+    let int = |c: &str| df.column_by_name(c).unwrap().as_primitive::<Int64Type>().clone();
+    let ts = df.column_by_name("tstamp").unwrap().as_primitive::<TimestampMicrosecondType>().clone();
+    let (projid, filename, source, step, loss) = (text("projid"), text("filename"), text("source"), int("step"), int("loss"));
+    for row in 0..df.num_rows() {
+        let id = row as i64 / STEPS + 1;
+        let s = row as i64 % STEPS;
+        assert_eq!(projid.value(row), "proj");
+        assert_eq!(ts.value(row), T0 + id * 1_000_000);
+        assert_eq!(filename.value(row), if id == 1 { "a.py" } else { "b.py" });
+        assert_eq!(source.value(row), "forward");
+        assert_eq!((step.is_valid(row), step.value(row)), (true, s));
+        assert_eq!((loss.is_valid(row), loss.value(row)), (true, s * 10 + id));
+    }
 }
