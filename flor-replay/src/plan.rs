@@ -13,7 +13,7 @@ use flor_store::checkpoint::{CheckpointInfo, CheckpointStore};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What the user asked to replay.
 #[derive(Debug, Clone, Default)]
@@ -115,8 +115,11 @@ pub struct Plan {
 /// of milliseconds) and shared by the planner and the coordinator's threads.
 #[derive(Default)]
 pub struct CheckpointDbs {
-    open: Mutex<HashMap<String, Option<Arc<RunCheckpoints>>>>,
+    open: Mutex<HashMap<String, Arc<RunCell>>>,
 }
+
+/// A run's checkpoints, opened at most once (`None`: none, or not openable).
+type RunCell = OnceLock<Option<Arc<RunCheckpoints>>>;
 
 /// One run's open checkpoint database and what it holds.
 pub struct RunCheckpoints {
@@ -128,7 +131,7 @@ pub struct RunCheckpoints {
 
 impl std::fmt::Debug for CheckpointDbs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.open.lock().map_or(0, |m| m.values().flatten().count());
+        let n = self.open.lock().map_or(0, |m| m.values().filter(|c| c.get().is_some_and(Option::is_some)).count());
         f.debug_struct("CheckpointDbs").field("open", &n).finish()
     }
 }
@@ -140,20 +143,19 @@ impl CheckpointDbs {
     /// from the start.
     pub fn get(&self, root: &Path, key: RunKey) -> Option<Arc<RunCheckpoints>> {
         let stem = key.file_stem();
-        if let Some(hit) = self.open.lock().ok()?.get(&stem) {
-            return hit.clone();
-        }
-        let flor = root.join(".flor");
-        let opened = if flor_store::checkpoint::run_dir(&flor, &stem).exists() {
-            CheckpointStore::open(&flor, &stem)
-                .ok()
-                .and_then(|store| store.list().ok().map(|infos| Arc::new(RunCheckpoints { store, infos })))
-        } else {
-            None
-        };
-        // Each run is planned by one thread, so no other thread opens it meanwhile.
-        self.open.lock().ok()?.insert(stem, opened.clone());
-        opened
+        // One cell per run, filled once outside the map's lock: runs open in
+        // parallel, and a second caller for the same run waits for the first.
+        let cell = self.open.lock().ok()?.entry(stem.clone()).or_default().clone();
+        cell.get_or_init(|| {
+            let flor = root.join(".flor");
+            if !flor_store::checkpoint::run_dir(&flor, &stem).exists() {
+                return None;
+            }
+            let store = CheckpointStore::open(&flor, &stem).ok()?;
+            let infos = store.list().ok()?;
+            Some(Arc::new(RunCheckpoints { store, infos }))
+        })
+        .clone()
     }
 }
 
