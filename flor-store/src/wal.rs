@@ -262,20 +262,54 @@ pub fn read_wal(path: &Path, mut file: &File) -> Result<Recovered> {
     if version != WAL_VERSION {
         return Err(Error::Corrupt { path: path.into(), offset: 8, detail: format!("WAL version {version}, expected {WAL_VERSION}") });
     }
+    // Frame boundaries first (cheap), then checksums and decoding on up to
+    // four threads (a seal reads the whole run back through here), then the
+    // entries in order, stopping at the first bad frame.
+    let mut frames = Vec::new();
     let mut pos = 12usize;
-    let mut parts = Vec::new();
     while pos < bytes.len() {
         let Some(head) = bytes.get(pos..pos + 8) else { break };
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         let end = pos + 8 + len;
-        let Some(payload) = bytes.get(pos + 8..end) else { break }; // torn tail
-        let decoded = if crc32fast::hash(payload) == crc {
+        if end > bytes.len() {
+            break; // torn tail
+        }
+        frames.push((pos, end, crc));
+        pos = end;
+    }
+    let decode = |&(pos, end, crc): &(usize, usize, u32)| -> std::result::Result<WalEntry, String> {
+        let payload = &bytes[pos + 8..end];
+        if crc32fast::hash(payload) == crc {
             codec::decode::<WalEntry>(payload)
         } else {
             Err("checksum mismatch".into())
-        };
-        match decoded {
+        }
+    };
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
+    let decoded: Vec<std::result::Result<WalEntry, String>> = if threads < 2 || frames.len() < 8 {
+        frames.iter().map(decode).collect()
+    } else {
+        let per = frames.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = frames
+                .chunks(per)
+                .map(|part| (part.len(), std::thread::Builder::new().spawn_scoped(s, move || part.iter().map(decode).collect::<Vec<_>>()).ok(), part))
+                .collect();
+            let mut all = Vec::with_capacity(frames.len());
+            for (n, h, part) in handles {
+                match h.map(|h| h.join()) {
+                    Some(Ok(v)) => all.extend(v),
+                    Some(Err(_)) => all.extend((0..n).map(|_| Err("the WAL decoding thread panicked".to_string()))),
+                    None => all.extend(part.iter().map(decode)),
+                }
+            }
+            all
+        })
+    };
+    let mut parts = Vec::new();
+    for (&(pos, end, _), entry) in frames.iter().zip(decoded) {
+        match entry {
             Ok(WalEntry::Begin(m)) => out.meta = Some(m),
             Ok(WalEntry::Batch(b)) => parts.push(b),
             Ok(WalEntry::Summary(s)) => out.summary = Some(s),
@@ -286,7 +320,6 @@ pub fn read_wal(path: &Path, mut file: &File) -> Result<Recovered> {
                 break;
             }
         }
-        pos = end;
     }
     out.batches = parts;
     Ok(out)
