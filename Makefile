@@ -5,7 +5,10 @@ export CARGO_TARGET_DIR ?= $(if $(wildcard $(HOME)/.cache/flordb-target),$(HOME)
 .PHONY: test test-rust test-python demo
 test: test-rust test-python
 
+# The C example test (ffi/tests/c_example.rs) links the cdylib, which
+# `cargo test` alone does not build on a clean target directory.
 test-rust:
+	cargo build -p flordb-ffi --lib
 	cargo test --workspace --no-fail-fast
 
 # The Python package (pyproject.toml, python/) from a fresh virtual

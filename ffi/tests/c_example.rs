@@ -23,7 +23,11 @@ fn git(root: &Path, args: &[&str]) {
 fn c_example_logs_and_reads_back() {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib_dir = lib_dir();
-    assert!(lib_dir.join("libflordb_ffi.so").exists(), "cdylib not found in {}", lib_dir.display());
+    assert!(
+        lib_dir.join("libflordb_ffi.so").exists(),
+        "cdylib not found in {}: `cargo test` does not build it; run `cargo build -p flordb-ffi --lib` first (`make test` does)",
+        lib_dir.display()
+    );
     let work = tempfile::tempdir().expect("tempdir");
     let exe = work.path().join("log");
     let out = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
