@@ -134,7 +134,6 @@ fn export(batch: RecordBatch, out: *mut FFI_ArrowArrayStream) -> FfiResult {
 /// 0`: one row per run, one column per run-level name. `latest` keeps only
 /// the newest run of each script. `out` receives a stream of one batch;
 /// the caller releases it (`out->release(out)`), usually by importing it.
-
 ///
 /// Errors: storage errors reading segments; `FLOR_STATUS_QUERY_TABLE` for
 /// segments that do not fit their table.

@@ -253,7 +253,7 @@ impl Index {
         }
         frames.lookup = per_run.iter().map(|&n| FastMap::with_capacity_and_hasher(n, Default::default())).collect();
         let total: usize = per_run.iter().sum();
-        for v in [&mut frames.run, &mut frames.parent, &mut frames.col] {
+        for v in [&mut frames.run, &mut frames.col] {
             v.reserve(total);
         }
         frames.ctx.reserve(total);
@@ -322,8 +322,8 @@ impl Index {
         }
         // Parents (siblings follow each other and share theirs).
         let mut last: (u32, u64, u32) = (NONE, flor_core::recorder::RUN_LEVEL_CTX, NONE);
-        for f in 0..frames.len() {
-            let (run, p) = (frames.run[f], p_ctx[f]);
+        let mut parents = Vec::with_capacity(frames.len());
+        for (&run, &p) in frames.run.iter().zip(&p_ctx) {
             let parent = if p == flor_core::recorder::RUN_LEVEL_CTX {
                 NONE
             } else if (run, p) == (last.0, last.1) {
@@ -333,8 +333,9 @@ impl Index {
                 last = (run, p, found);
                 found
             };
-            frames.parent.push(parent);
+            parents.push(parent);
         }
+        frames.parent = parents;
         // Columns: (loop name, occurrence among ancestors).
         let mut name_text: Vec<&str> = vec![""; names.len()];
         for (n, &id) in &names {
