@@ -321,7 +321,8 @@ pub(crate) fn build(
         ])
     };
     let (keys, rest) = std::thread::scope(|s| {
-        let handle = (rows.len() >= PARALLEL_ROWS).then(|| s.spawn(keys));
+        // No thread (small output, or none could be started): built here.
+        let handle = (rows.len() >= PARALLEL_ROWS).then(|| std::thread::Builder::new().spawn_scoped(s, keys).ok()).flatten();
         let rest = rest_columns(index, logs, sel, j, rows, names, &mut used);
         let keys = match handle {
             // A panic there is a bug; it goes on as if it had happened here.
