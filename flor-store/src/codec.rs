@@ -7,7 +7,10 @@ use serde::{de::DeserializeOwned, Serialize};
 pub const DECODE_LIMIT: usize = 1 << 30;
 
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_little_endian().with_fixed_int_encoding().with_limit::<DECODE_LIMIT>()
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<DECODE_LIMIT>()
 }
 
 /// Encodes `v` (little-endian, fixed-width integers).
@@ -20,7 +23,10 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let (v, n) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| e.to_string())?;
     if n != bytes.len() {
-        return Err(format!("{} trailing bytes after the value", bytes.len() - n));
+        return Err(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - n
+        ));
     }
     Ok(v)
 }

@@ -14,17 +14,17 @@ use crate::schema;
 use crate::wal::{Batch, RunMeta, RunSummary};
 use crate::{Error, Result};
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondArray, UInt64Array,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray, UInt64Array,
 };
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use flor_core::{Value, ValueType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use serde::{Deserialize, Serialize};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
 use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -122,26 +122,44 @@ fn is_constant_column(name: &str) -> bool {
 /// The schema of a sealed file of `table`: the table's schema without the
 /// constant columns.
 fn file_schema(full: &SchemaRef) -> SchemaRef {
-    let fields: Vec<_> = full.fields().iter().filter(|f| !is_constant_column(f.name())).cloned().collect();
+    let fields: Vec<_> = full
+        .fields()
+        .iter()
+        .filter(|f| !is_constant_column(f.name()))
+        .cloned()
+        .collect();
     Arc::new(Schema::new(fields))
 }
 
 /// Completes a batch of `full`'s non-constant columns (in order) with the
 /// constant columns of `meta`.
-fn with_constants(meta: &RunMeta, full: &SchemaRef, partial: Vec<ArrayRef>, n: usize, what: &str) -> Result<RecordBatch> {
+fn with_constants(
+    meta: &RunMeta,
+    full: &SchemaRef,
+    partial: Vec<ArrayRef>,
+    n: usize,
+    what: &str,
+) -> Result<RecordBatch> {
     let mut partial = partial.into_iter();
     let mut cols = Vec::with_capacity(full.fields().len());
     for f in full.fields() {
         match constant_column(meta, f.name(), n) {
             Some(c) => cols.push(c),
-            None => cols.push(partial.next().ok_or_else(|| arrow_err(what, format!("column {} missing", f.name())))?),
+            None => cols.push(
+                partial
+                    .next()
+                    .ok_or_else(|| arrow_err(what, format!("column {} missing", f.name())))?,
+            ),
         }
     }
     RecordBatch::try_new(full.clone(), cols).map_err(|e| arrow_err(what, e))
 }
 
 fn arrow_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Format { path: PathBuf::from(what), detail: e.to_string() }
+    Error::Format {
+        path: PathBuf::from(what),
+        detail: e.to_string(),
+    }
 }
 
 /// A borrowed view of one writer's run as consecutive [`Batch`]es, in
@@ -160,7 +178,11 @@ pub struct RunParts<'a> {
 impl RunData {
     /// This run as a [`RunParts`] view of one batch.
     pub fn parts(&self) -> RunParts<'_> {
-        RunParts { meta: &self.meta, batches: std::slice::from_ref(&self.batch), summary: self.summary.as_ref() }
+        RunParts {
+            meta: &self.meta,
+            batches: std::slice::from_ref(&self.batch),
+            summary: self.summary.as_ref(),
+        }
     }
 
     /// The `logs` rows ([`schema::logs`]).
@@ -170,7 +192,13 @@ impl RunData {
     /// [`Error::Input`] for a record naming an unknown name id.
     pub fn logs_batch(&self) -> Result<RecordBatch> {
         let p = self.parts();
-        with_constants(&self.meta, &schema::logs(), p.logs_columns()?, p.n_records(), "logs batch")
+        with_constants(
+            &self.meta,
+            &schema::logs(),
+            p.logs_columns()?,
+            p.n_records(),
+            "logs batch",
+        )
     }
 
     /// The `loops` rows ([`schema::loops`]), one per distinct `ctx_id`.
@@ -187,7 +215,13 @@ impl RunData {
     /// # Errors
     /// [`Error::Format`] if Arrow rejects the arrays (an internal bug).
     pub fn runs_batch(&self, status: RunStatus, ended_at: i64) -> Result<RecordBatch> {
-        with_constants(&self.meta, &schema::runs(), self.parts().runs_columns(status, ended_at), 1, "runs batch")
+        with_constants(
+            &self.meta,
+            &schema::runs(),
+            self.parts().runs_columns(status, ended_at),
+            1,
+            "runs batch",
+        )
     }
 
     /// The value types seen per name, for callers that check types early.
@@ -196,7 +230,9 @@ impl RunData {
         let mut out: HashMap<String, HashSet<ValueType>> = HashMap::new();
         for r in &self.batch.records {
             if let Some(n) = names.get(r.name as usize).copied().flatten() {
-                out.entry(n.to_owned()).or_default().insert(r.value.value_type());
+                out.entry(n.to_owned())
+                    .or_default()
+                    .insert(r.value.value_type());
             }
         }
         out
@@ -241,7 +277,9 @@ impl<'a> RunParts<'a> {
                 .get(r.name as usize)
                 .copied()
                 .flatten()
-                .ok_or_else(|| Error::Input(format!("record refers to unknown name id {}", r.name)))?;
+                .ok_or_else(|| {
+                    Error::Input(format!("record refers to unknown name id {}", r.name))
+                })?;
             name_b.append_value(name);
             type_b.append_value(r.value.value_type().as_str());
             match &r.value {
@@ -262,7 +300,9 @@ impl<'a> RunParts<'a> {
             }
         }
         Ok(vec![
-            Arc::new(UInt64Array::from_iter_values(self.records().map(|r| r.ctx_id))),
+            Arc::new(UInt64Array::from_iter_values(
+                self.records().map(|r| r.ctx_id),
+            )),
             Arc::new(UInt64Array::from_iter_values(0..n as u64)),
             Arc::new(name_b.finish()),
             Arc::new(type_b.finish()),
@@ -278,26 +318,53 @@ impl<'a> RunParts<'a> {
     /// recorded duration).
     fn loops_columns(&self) -> (Vec<ArrayRef>, usize) {
         let n_ends = self.batches.iter().map(|b| b.frame_ends.len()).sum();
-        let mut durations: FxHashMap<u64, f64> = FxHashMap::with_capacity_and_hasher(n_ends, Default::default());
-        durations.extend(self.batches.iter().flat_map(|b| b.frame_ends.iter().copied()));
+        let mut durations: FxHashMap<u64, f64> =
+            FxHashMap::with_capacity_and_hasher(n_ends, Default::default());
+        durations.extend(
+            self.batches
+                .iter()
+                .flat_map(|b| b.frame_ends.iter().copied()),
+        );
         let n_frames = self.batches.iter().map(|b| b.frames.len()).sum();
-        let mut seen: FxHashSet<u64> = FxHashSet::with_capacity_and_hasher(n_frames, Default::default());
-        let frames: Vec<_> = self.batches.iter().flat_map(|b| b.frames.iter()).filter(|f| seen.insert(f.ctx_id)).collect();
+        let mut seen: FxHashSet<u64> =
+            FxHashSet::with_capacity_and_hasher(n_frames, Default::default());
+        let frames: Vec<_> = self
+            .batches
+            .iter()
+            .flat_map(|b| b.frames.iter())
+            .filter(|f| seen.insert(f.ctx_id))
+            .collect();
         let n = frames.len();
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(UInt64Array::from_iter_values(frames.iter().map(|f| f.ctx_id))),
-            Arc::new(UInt64Array::from_iter_values(frames.iter().map(|f| f.p_ctx_id))),
-            Arc::new(StringArray::from_iter_values(frames.iter().map(|f| f.loop_name.as_str()))),
-            Arc::new(arrow::array::Int64Array::from_iter_values(frames.iter().map(|f| f.iteration))),
-            Arc::new(StringArray::from_iter(frames.iter().map(|f| f.loop_value.as_deref()))),
-            Arc::new(arrow::array::Float64Array::from_iter(frames.iter().map(|f| durations.get(&f.ctx_id).copied()))),
+            Arc::new(UInt64Array::from_iter_values(
+                frames.iter().map(|f| f.ctx_id),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                frames.iter().map(|f| f.p_ctx_id),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                frames.iter().map(|f| f.loop_name.as_str()),
+            )),
+            Arc::new(arrow::array::Int64Array::from_iter_values(
+                frames.iter().map(|f| f.iteration),
+            )),
+            Arc::new(StringArray::from_iter(
+                frames.iter().map(|f| f.loop_value.as_deref()),
+            )),
+            Arc::new(arrow::array::Float64Array::from_iter(
+                frames.iter().map(|f| durations.get(&f.ctx_id).copied()),
+            )),
         ];
         (cols, n)
     }
 
     fn runs_columns(&self, status: RunStatus, ended_at: i64) -> Vec<ArrayRef> {
         let s = self.summary.cloned().unwrap_or_default();
-        let args = if s.args.is_empty() { "{}".to_string() } else { s.args.clone() };
+        let args = if s.args.is_empty() {
+            "{}".to_string()
+        } else {
+            s.args.clone()
+        };
         vec![
             const_str(status.as_str(), 1),
             ts_array(ended_at, 1),
@@ -310,7 +377,6 @@ impl<'a> RunParts<'a> {
     }
 }
 
-
 /// Encodes a batch as a Parquet file in memory: zstd level 1, row groups of
 /// up to 1,048,576 rows (Parquet's default), the format version and `metadata` in the footer's key-value
 /// metadata. String columns carry no min/max statistics (computing them
@@ -318,22 +384,35 @@ impl<'a> RunParts<'a> {
 ///
 /// # Errors
 /// [`Error::Format`] naming `what` when Parquet fails.
-pub fn to_parquet(batch: &RecordBatch, what: &str, metadata: Vec<(String, String)>) -> Result<Vec<u8>> {
+pub fn to_parquet(
+    batch: &RecordBatch,
+    what: &str,
+    metadata: Vec<(String, String)>,
+) -> Result<Vec<u8>> {
     use parquet::file::metadata::KeyValue;
     use parquet::file::properties::EnabledStatistics;
     use parquet::schema::types::ColumnPath;
-    let mut kv = vec![KeyValue::new("flor.format_version".into(), schema::FORMAT_VERSION.to_string())];
+    let mut kv = vec![KeyValue::new(
+        "flor.format_version".into(),
+        schema::FORMAT_VERSION.to_string(),
+    )];
     kv.extend(metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)));
     let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| arrow_err(what, e))?))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).map_err(|e| arrow_err(what, e))?,
+        ))
         .set_key_value_metadata(Some(kv));
     for f in batch.schema().fields() {
         if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
-            props = props.set_column_statistics_enabled(ColumnPath::from(f.name().as_str()), EnabledStatistics::None);
+            props = props.set_column_statistics_enabled(
+                ColumnPath::from(f.name().as_str()),
+                EnabledStatistics::None,
+            );
         }
     }
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.build())).map_err(|e| arrow_err(what, e))?;
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.build()))
+        .map_err(|e| arrow_err(what, e))?;
     w.write(batch).map_err(|e| arrow_err(what, e))?;
     w.close().map_err(|e| arrow_err(what, e))?;
     Ok(buf)
@@ -344,7 +423,9 @@ pub fn to_parquet(batch: &RecordBatch, what: &str, metadata: Vec<(String, String
 /// # Errors
 /// [`Error::Io`] naming the file at fault.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| Error::Input(format!("{} has no parent directory", path.display())))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Input(format!("{} has no parent directory", path.display())))?;
     std::fs::create_dir_all(dir).at(dir)?;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     {
@@ -353,7 +434,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.sync_all().at(&tmp)?;
     }
     std::fs::rename(&tmp, path).at(path)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at(dir)?;
     Ok(())
 }
 
@@ -383,19 +466,36 @@ pub type OnSealed<'a> = &'a (dyn Fn(&str, &[u8]) -> Result<()> + Sync);
 ///
 /// # Errors
 /// As [`seal`], and whatever `on_file` returns.
-pub fn seal_with(flor_dir: &Path, data: RunParts<'_>, status: RunStatus, ended_at: i64, on_file: OnSealed<'_>) -> Result<Manifest> {
+pub fn seal_with(
+    flor_dir: &Path,
+    data: RunParts<'_>,
+    status: RunStatus,
+    ended_at: i64,
+    on_file: OnSealed<'_>,
+) -> Result<Manifest> {
     let stem = data.meta.stem();
     let seg_dir = flor_dir.join("segments");
-    let write = |table: &str, full: SchemaRef, cols: Vec<ArrayRef>, rows: usize| -> Result<Option<FileEntry>> {
+    let write = |table: &str,
+                 full: SchemaRef,
+                 cols: Vec<ArrayRef>,
+                 rows: usize|
+     -> Result<Option<FileEntry>> {
         if rows == 0 {
             return Ok(None);
         }
         let name = format!("{stem}.{table}.parquet");
-        let batch = RecordBatch::try_new(file_schema(&full), cols).map_err(|e| arrow_err(&name, e))?;
+        let batch =
+            RecordBatch::try_new(file_schema(&full), cols).map_err(|e| arrow_err(&name, e))?;
         let bytes = to_parquet(&batch, &name, constant_metadata(data.meta))?;
         write_atomic(&seg_dir.join(&name), &bytes)?;
         on_file(&format!(".flor/segments/{name}"), &bytes)?;
-        Ok(Some(FileEntry { table: table.into(), name, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes), rows: rows as u64 }))
+        Ok(Some(FileEntry {
+            table: table.into(),
+            name,
+            bytes: bytes.len() as u64,
+            crc32: crc32fast::hash(&bytes),
+            rows: rows as u64,
+        }))
     };
     let loops_file = || {
         let (cols, n) = data.loops_columns();
@@ -404,19 +504,36 @@ pub fn seal_with(flor_dir: &Path, data: RunParts<'_>, status: RunStatus, ended_a
     let (logs, loops) = std::thread::scope(|s| {
         // When no thread can be started, the loops file is written after
         // the logs file on this one.
-        let spawned = std::thread::Builder::new().name("flor-seal".into()).spawn_scoped(s, loops_file).ok();
-        let logs = data.logs_columns().and_then(|cols| write("logs", schema::logs(), cols, data.n_records()));
+        let spawned = std::thread::Builder::new()
+            .name("flor-seal".into())
+            .spawn_scoped(s, loops_file)
+            .ok();
+        let logs = data
+            .logs_columns()
+            .and_then(|cols| write("logs", schema::logs(), cols, data.n_records()));
         let loops = match spawned {
-            Some(h) => h.join().unwrap_or_else(|_| Err(Error::Poisoned("the loops seal thread panicked".into()))),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Poisoned("the loops seal thread panicked".into()))),
             None => loops_file(),
         };
         (logs, loops)
     });
     let mut files: Vec<FileEntry> = [logs?, loops?].into_iter().flatten().collect();
     if data.meta.source == flor_core::Source::Forward {
-        files.extend(write("runs", schema::runs(), data.runs_columns(status, ended_at), 1)?);
+        files.extend(write(
+            "runs",
+            schema::runs(),
+            data.runs_columns(status, ended_at),
+            1,
+        )?);
     }
-    let manifest = Manifest { format_version: schema::FORMAT_VERSION, meta: data.meta.clone(), status, files };
+    let manifest = Manifest {
+        format_version: schema::FORMAT_VERSION,
+        meta: data.meta.clone(),
+        status,
+        files,
+    };
     let json = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Input(e.to_string()))?;
     let text = format!("{json}\ncrc32:{:08x}\n", crc32fast::hash(json.as_bytes()));
     write_atomic(&manifest_path(flor_dir, &stem), text.as_bytes())?;
@@ -448,16 +565,29 @@ pub fn manifest_path(flor_dir: &Path, stem: &str) -> PathBuf {
 /// checksum line is missing or wrong or the JSON does not parse.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     let text = std::fs::read_to_string(path).at(path)?;
-    let corrupt = |detail: String| Error::Corrupt { path: path.into(), offset: 0, detail };
-    let (json, tail) = text.rsplit_once("\ncrc32:").ok_or_else(|| corrupt("no crc32 line".into()))?;
-    let want = u32::from_str_radix(tail.trim(), 16).map_err(|_| corrupt("bad crc32 line".into()))?;
+    let corrupt = |detail: String| Error::Corrupt {
+        path: path.into(),
+        offset: 0,
+        detail,
+    };
+    let (json, tail) = text
+        .rsplit_once("\ncrc32:")
+        .ok_or_else(|| corrupt("no crc32 line".into()))?;
+    let want =
+        u32::from_str_radix(tail.trim(), 16).map_err(|_| corrupt("bad crc32 line".into()))?;
     let got = crc32fast::hash(json.as_bytes());
     if want != got {
-        return Err(corrupt(format!("checksum mismatch: stored {want:08x}, computed {got:08x}")));
+        return Err(corrupt(format!(
+            "checksum mismatch: stored {want:08x}, computed {got:08x}"
+        )));
     }
     let m: Manifest = serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
     if m.format_version > schema::FORMAT_VERSION {
-        return Err(corrupt(format!("format version {} is newer than this flordb ({})", m.format_version, schema::FORMAT_VERSION)));
+        return Err(corrupt(format!(
+            "format version {} is newer than this flordb ({})",
+            m.format_version,
+            schema::FORMAT_VERSION
+        )));
     }
     Ok(m)
 }
@@ -476,7 +606,11 @@ pub fn read_segment(path: &Path, entry: &FileEntry, meta: &RunMeta) -> Result<Ve
         return Err(Error::Corrupt {
             path: path.into(),
             offset: bytes.len().min(entry.bytes as usize) as u64,
-            detail: format!("length {} differs from the manifest's {}", bytes.len(), entry.bytes),
+            detail: format!(
+                "length {} differs from the manifest's {}",
+                bytes.len(),
+                entry.bytes
+            ),
         });
     }
     let crc = crc32fast::hash(&bytes);
@@ -484,10 +618,16 @@ pub fn read_segment(path: &Path, entry: &FileEntry, meta: &RunMeta) -> Result<Ve
         return Err(Error::Corrupt {
             path: path.into(),
             offset: 0,
-            detail: format!("checksum mismatch: manifest {:08x}, file {crc:08x}", entry.crc32),
+            detail: format!(
+                "checksum mismatch: manifest {:08x}, file {crc:08x}",
+                entry.crc32
+            ),
         });
     }
-    let fmt = |e: parquet::errors::ParquetError| Error::Format { path: path.into(), detail: e.to_string() };
+    let fmt = |e: parquet::errors::ParquetError| Error::Format {
+        path: path.into(),
+        detail: e.to_string(),
+    };
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
         .map_err(fmt)?
         .with_batch_size(1 << 20)
@@ -495,12 +635,20 @@ pub fn read_segment(path: &Path, entry: &FileEntry, meta: &RunMeta) -> Result<Ve
         .map_err(fmt)?;
     let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Format { path: path.into(), detail: e.to_string() })?;
+        .map_err(|e| Error::Format {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
     let full = match entry.table.as_str() {
         "logs" => schema::logs(),
         "loops" => schema::loops(),
         "runs" => schema::runs(),
-        other => return Err(Error::Format { path: path.into(), detail: format!("unknown table {other:?} in the manifest") }),
+        other => {
+            return Err(Error::Format {
+                path: path.into(),
+                detail: format!("unknown table {other:?} in the manifest"),
+            })
+        }
     };
     let sealed = file_schema(&full);
     let what = path.display().to_string();
@@ -513,7 +661,18 @@ pub fn read_segment(path: &Path, entry: &FileEntry, meta: &RunMeta) -> Result<Ve
                 let n = b.num_rows();
                 with_constants(meta, &full, b.columns().to_vec(), n, &what)
             } else {
-                Err(Error::Format { path: path.into(), detail: format!("columns {:?} are not those of table {}", b.schema().fields().iter().map(|f| f.name()).collect::<Vec<_>>(), entry.table) })
+                Err(Error::Format {
+                    path: path.into(),
+                    detail: format!(
+                        "columns {:?} are not those of table {}",
+                        b.schema()
+                            .fields()
+                            .iter()
+                            .map(|f| f.name())
+                            .collect::<Vec<_>>(),
+                        entry.table
+                    ),
+                })
             }
         })
         .collect()

@@ -12,9 +12,9 @@ use crate::wal::{self, Batch, RunMeta, RunSummary, WalEntry, WalWriter};
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use flor_core::{LoopFrame, Record, RunKey, Source};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -72,7 +72,10 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { flush_interval: Duration::from_millis(100), batch_records: 1 << 14 }
+        WriterOptions {
+            flush_interval: Duration::from_millis(100),
+            batch_records: 1 << 14,
+        }
     }
 }
 
@@ -97,9 +100,19 @@ impl Store {
             },
             Err(_) => (dir.clone(), false),
         };
-        let projid = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+        let projid = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".into());
         let flor_dir = root.join(".flor");
-        let mut store = Store { root, flor_dir, projid, in_repo, recovered: Vec::new(), recovery_errors: Vec::new() };
+        let mut store = Store {
+            root,
+            flor_dir,
+            projid,
+            in_repo,
+            recovered: Vec::new(),
+            recovery_errors: Vec::new(),
+        };
         store.recover();
         Ok(store)
     }
@@ -137,9 +150,15 @@ impl Store {
 
     fn recover(&mut self) {
         let wal_dir = self.flor_dir.join("wal");
-        let Ok(entries) = std::fs::read_dir(&wal_dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&wal_dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("new") {
+                remove_stale_new_wal(&path);
+                continue;
+            }
             if path.extension().and_then(|e| e.to_str()) != Some("wal") {
                 continue;
             }
@@ -152,7 +171,9 @@ impl Store {
     }
 
     fn recover_one(&self, path: &Path) -> Result<Option<Manifest>> {
-        let Some(file) = wal::claim(path)? else { return Ok(None) }; // its writer is alive
+        let Some(file) = wal::claim(path)? else {
+            return Ok(None);
+        }; // its writer is alive
         let rec = wal::read_wal(path, &file)?;
         let Some(meta) = rec.meta else {
             std::fs::remove_file(path).at(path)?; // torn before Begin: nothing acknowledged
@@ -162,14 +183,31 @@ impl Store {
         let manifest = if segment::manifest_path(&self.flor_dir, &stem).exists() {
             None // sealed before the crash; only the WAL removal was lost
         } else {
-            let parts = segment::RunParts { meta: &meta, batches: &rec.batches, summary: rec.summary.as_ref() };
-            let m = segment::seal_with(&self.flor_dir, parts, RunStatus::Interrupted, flor_core::run::now_micros(), &|_, _| Ok(()))?;
+            let parts = segment::RunParts {
+                meta: &meta,
+                batches: &rec.batches,
+                summary: rec.summary.as_ref(),
+            };
+            let m = segment::seal_with(
+                &self.flor_dir,
+                parts,
+                RunStatus::Interrupted,
+                flor_core::run::now_micros(),
+                &|_, _| Ok(()),
+            )?;
             Some(m)
         };
         if let Some((offset, detail)) = rec.corruption {
             let kept = path.with_extension("wal.corrupt");
             std::fs::rename(path, &kept).at(path)?;
-            return Err(Error::Corrupt { path: path.into(), offset, detail: format!("{detail}; the prefix before it was recovered, the file kept as {}", kept.display()) });
+            return Err(Error::Corrupt {
+                path: path.into(),
+                offset,
+                detail: format!(
+                    "{detail}; the prefix before it was recovered, the file kept as {}",
+                    kept.display()
+                ),
+            });
         }
         std::fs::remove_file(path).at(path)?;
         drop(file);
@@ -191,10 +229,19 @@ impl Store {
                 .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Scan::default()),
-            Err(e) => return Err(Error::Io { path: dir, source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: dir,
+                    source: e,
+                })
+            }
         };
         paths.sort();
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8).min(paths.len().max(1));
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8)
+            .min(paths.len().max(1));
         let chunk = paths.len().div_ceil(threads).max(1);
         let seg_dir = self.flor_dir.join("segments");
         let parts: Vec<Scan> = std::thread::scope(|s| {
@@ -246,9 +293,17 @@ impl Store {
     /// # Errors
     /// [`Error::NotARepository`] outside a git work tree; [`Error::Io`] when
     /// `.flor/` or the WAL cannot be created.
-    pub fn begin_run(&self, filename: &str, source: Source, key: Option<RunKey>, opts: WriterOptions) -> Result<RunWriter> {
+    pub fn begin_run(
+        &self,
+        filename: &str,
+        source: Source,
+        key: Option<RunKey>,
+        opts: WriterOptions,
+    ) -> Result<RunWriter> {
         if !self.in_repo {
-            return Err(Error::NotARepository { path: self.root.clone() });
+            return Err(Error::NotARepository {
+                path: self.root.clone(),
+            });
         }
         std::fs::create_dir_all(&self.flor_dir).at(&self.flor_dir)?;
         let gi = self.flor_dir.join(".gitignore");
@@ -263,6 +318,22 @@ impl Store {
             writer: RunKey::new().run_id,
         };
         RunWriter::start(self.flor_dir.clone(), meta, opts)
+    }
+}
+
+/// A `<stem>.wal.new` is a WAL still being created (see
+/// [`wal::WalWriter::create`]); one left by a process killed in those few
+/// microseconds acknowledged nothing. It is removed once it is unlocked and
+/// older than a minute, so a writer that has created it but not yet locked
+/// it is never touched.
+fn remove_stale_new_wal(path: &Path) {
+    let old = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(60));
+    if old && matches!(wal::claim(path), Ok(Some(_))) {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -358,8 +429,18 @@ impl RunWriter {
         let thread = std::thread::Builder::new()
             .name("flor-wal".into())
             .spawn(move || writer_loop(wal, meta2, &s2, rx, interval, dir2))
-            .map_err(|e| Error::Io { path: flor_dir.clone(), source: e })?;
-        Ok(RunWriter { meta, flor_dir, shared, tx: Some(tx), thread: Some(thread), batch_records: opts.batch_records.max(1) })
+            .map_err(|e| Error::Io {
+                path: flor_dir.clone(),
+                source: e,
+            })?;
+        Ok(RunWriter {
+            meta,
+            flor_dir,
+            shared,
+            tx: Some(tx),
+            thread: Some(thread),
+            batch_records: opts.batch_records.max(1),
+        })
     }
 
     /// The run and writer identity.
@@ -373,7 +454,11 @@ impl RunWriter {
     }
 
     fn lock(&self) -> MutexGuard<'_, (Batch, Option<std::time::Instant>)> {
-        let mut g = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if g.1.is_none() {
             g.1 = Some(std::time::Instant::now());
         }
@@ -397,13 +482,22 @@ impl RunWriter {
             p.records.push(record);
             let n = p.records.len();
             let full = n >= self.batch_records;
-            let stale = n % 1024 == 0 && g.1.is_some_and(|t| t.elapsed() >= self.shared.interval / 2);
+            let stale =
+                n % 1024 == 0 && g.1.is_some_and(|t| t.elapsed() >= self.shared.interval / 2);
             if full || stale {
                 self.shared.queued.fetch_add(1, Ordering::AcqRel);
-                let spare = self.shared.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let spare = self
+                    .shared
+                    .spare
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop();
                 let spare = spare.unwrap_or_else(|| Vec::with_capacity(self.batch_records));
                 let records = std::mem::replace(&mut g.0.records, spare);
-                let batch = Batch { records, ..std::mem::take(&mut g.0) };
+                let batch = Batch {
+                    records,
+                    ..std::mem::take(&mut g.0)
+                };
                 let _ = self.shared.data_tx.send(batch);
                 g.1 = None;
                 Some(stale)
@@ -413,7 +507,9 @@ impl RunWriter {
         };
         if let Some(stale) = wait_all {
             let limit = if stale { 0 } else { MAX_QUEUED };
-            while self.shared.queued.load(Ordering::Acquire) > limit && self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            while self.shared.queued.load(Ordering::Acquire) > limit
+                && self.thread.as_ref().is_some_and(|t| !t.is_finished())
+            {
                 std::thread::sleep(Duration::from_micros(100));
             }
         }
@@ -557,14 +653,29 @@ impl Sink {
     fn read_back(&self) -> Result<(Vec<Batch>, Option<RunSummary>)> {
         let rec = self.wal.read_back()?;
         if let Some((offset, detail)) = rec.corruption {
-            return Err(Error::Corrupt { path: self.wal.path().to_path_buf(), offset, detail });
+            return Err(Error::Corrupt {
+                path: self.wal.path().to_path_buf(),
+                offset,
+                detail,
+            });
         }
         Ok((rec.batches, rec.summary))
     }
 }
 
-fn writer_loop(wal: WalWriter, meta: RunMeta, shared: &Shared, rx: Receiver<Cmd>, interval: Duration, flor_dir: PathBuf) {
-    let mut sink = Sink { wal, meta, failed: None };
+fn writer_loop(
+    wal: WalWriter,
+    meta: RunMeta,
+    shared: &Shared,
+    rx: Receiver<Cmd>,
+    interval: Duration,
+    flor_dir: PathBuf,
+) {
+    let mut sink = Sink {
+        wal,
+        meta,
+        failed: None,
+    };
     let mut last_drain = std::time::Instant::now();
     loop {
         if last_drain.elapsed() >= interval / 2 {
@@ -592,14 +703,20 @@ fn writer_loop(wal: WalWriter, meta: RunMeta, shared: &Shared, rx: Receiver<Cmd>
         };
         match cmd {
             Cmd::Flush(reply) => {
-                let r = sink.write(drain(shared), shared).and_then(|()| sink.wal.sync());
+                let r = sink
+                    .write(drain(shared), shared)
+                    .and_then(|()| sink.wal.sync());
                 let _ = reply.send(r);
             }
             Cmd::Snapshot(reply) => {
                 let r = sink
                     .write(drain(shared), shared)
                     .and_then(|()| sink.read_back())
-                    .map(|(batches, summary)| RunData { meta: sink.meta.clone(), batch: Batch::concat(batches), summary });
+                    .map(|(batches, summary)| RunData {
+                        meta: sink.meta.clone(),
+                        batch: Batch::concat(batches),
+                        summary,
+                    });
                 let _ = reply.send(r);
             }
             Cmd::Seal(summary, on_file, reply) => {
@@ -610,8 +727,18 @@ fn writer_loop(wal: WalWriter, meta: RunMeta, shared: &Shared, rx: Receiver<Cmd>
                     sink.write(drain(shared), shared)?;
                     sink.wal.append(&WalEntry::Summary(summary.clone()))?;
                     let (batches, _) = sink.read_back()?;
-                    let parts = segment::RunParts { meta: &sink.meta, batches: &batches, summary: Some(&summary) };
-                    segment::seal_with(&flor_dir, parts, RunStatus::Committed, flor_core::run::now_micros(), &*on_file)
+                    let parts = segment::RunParts {
+                        meta: &sink.meta,
+                        batches: &batches,
+                        summary: Some(&summary),
+                    };
+                    segment::seal_with(
+                        &flor_dir,
+                        parts,
+                        RunStatus::Committed,
+                        flor_core::run::now_micros(),
+                        &*on_file,
+                    )
                 })();
                 if r.is_ok() {
                     let Sink { wal, .. } = sink;

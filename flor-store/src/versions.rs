@@ -54,7 +54,10 @@ pub struct Snapshot {
 }
 
 fn git_err(root: &Path) -> impl Fn(git2::Error) -> Error + '_ {
-    move |e| Error::Git { path: root.to_path_buf(), detail: e.message().to_owned() }
+    move |e| Error::Git {
+        path: root.to_path_buf(),
+        detail: e.message().to_owned(),
+    }
 }
 
 /// Opens the repository whose work tree is `root`.
@@ -62,7 +65,9 @@ fn git_err(root: &Path) -> impl Fn(git2::Error) -> Error + '_ {
 /// # Errors
 /// [`Error::NotARepository`] when there is none.
 pub fn open_repo(root: &Path) -> Result<Repository> {
-    Repository::discover(root).map_err(|_| Error::NotARepository { path: root.to_path_buf() })
+    Repository::discover(root).map_err(|_| Error::NotARepository {
+        path: root.to_path_buf(),
+    })
 }
 
 /// The user's current branch name: the branch `HEAD` points at (born or
@@ -77,8 +82,15 @@ pub fn current_branch(repo: &Repository, root: &Path) -> Result<String> {
         return Ok(id.chars().take(12).collect());
     }
     let head = repo.find_reference("HEAD").map_err(git_err(root))?;
-    let target = head.symbolic_target().ok().flatten().unwrap_or("refs/heads/main");
-    Ok(target.strip_prefix("refs/heads/").unwrap_or(target).to_owned())
+    let target = head
+        .symbolic_target()
+        .ok()
+        .flatten()
+        .unwrap_or("refs/heads/main");
+    Ok(target
+        .strip_prefix("refs/heads/")
+        .unwrap_or(target)
+        .to_owned())
 }
 
 /// Blobs written ahead of a snapshot: path relative to the root → blob id.
@@ -98,12 +110,20 @@ impl Blobs {
     pub fn write(&self, root: &Path, rel: &str, bytes: &[u8]) -> Result<()> {
         let repo = open_repo(root)?;
         let oid = write_stored_blob(&repo, root, bytes)?;
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push((rel.to_owned(), oid));
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((rel.to_owned(), oid));
         Ok(())
     }
 
     fn get(&self, rel: &str) -> Option<Oid> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(r, _)| r == rel).map(|(_, o)| *o)
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(r, _)| r == rel)
+            .map(|(_, o)| *o)
     }
 }
 
@@ -134,12 +154,24 @@ fn write_stored_blob(repo: &Repository, root: &Path, bytes: &[u8]) -> Result<Oid
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let tmp = dir.join(format!("tmp_flor_{}_{}", std::process::id(), &hex[2..]));
     let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    let mut z = flate2::write::ZlibEncoder::new(std::io::BufWriter::with_capacity(1 << 20, file), flate2::Compression::none());
-    z.write_all(format!("blob {}\0", bytes.len()).as_bytes()).map_err(io(&tmp))?;
+    let mut z = flate2::write::ZlibEncoder::new(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        flate2::Compression::none(),
+    );
+    z.write_all(format!("blob {}\0", bytes.len()).as_bytes())
+        .map_err(io(&tmp))?;
     z.write_all(bytes).map_err(io(&tmp))?;
-    let file = z.finish().map_err(io(&tmp))?.into_inner().map_err(|e| Error::Io { path: tmp.clone(), source: e.into_error() })?;
+    let file = z
+        .finish()
+        .map_err(io(&tmp))?
+        .into_inner()
+        .map_err(|e| Error::Io {
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
     use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(0o444)).map_err(io(&tmp))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o444))
+        .map_err(io(&tmp))?;
     drop(file);
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     Ok(oid)
@@ -176,19 +208,29 @@ impl Builder<'_> {
     }
 
     fn walk(&mut self, dir: &Path) -> Result<()> {
-        let rd = std::fs::read_dir(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+        let rd = std::fs::read_dir(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
         let mut entries: Vec<_> = rd.flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let path = e.path();
-            let Ok(rel) = path.strip_prefix(self.root) else { continue };
-            let Some(rel) = rel.to_str().map(str::to_owned) else { continue };
+            let Ok(rel) = path.strip_prefix(self.root) else {
+                continue;
+            };
+            let Some(rel) = rel.to_str().map(str::to_owned) else {
+                continue;
+            };
             if rel == ".git" || rel == ".flor" {
                 continue;
             }
             let Ok(ft) = e.file_type() else { continue };
             if self.repo.is_path_ignored(Path::new(&rel)).unwrap_or(false) {
-                self.skipped.push(Skipped { path: rel, reason: SkipReason::Ignored });
+                self.skipped.push(Skipped {
+                    path: rel,
+                    reason: SkipReason::Ignored,
+                });
                 continue;
             }
             if ft.is_dir() {
@@ -197,17 +239,33 @@ impl Builder<'_> {
                 }
                 self.walk(&path)?;
             } else if ft.is_symlink() {
-                let target = std::fs::read_link(&path).map_err(|e| Error::Io { path: path.clone(), source: e })?;
-                let oid = self.repo.blob(target.to_string_lossy().as_bytes()).map_err(git_err(self.root))?;
+                let target = std::fs::read_link(&path).map_err(|e| Error::Io {
+                    path: path.clone(),
+                    source: e,
+                })?;
+                let oid = self
+                    .repo
+                    .blob(target.to_string_lossy().as_bytes())
+                    .map_err(git_err(self.root))?;
                 self.add(&rel, oid, 0o120000)?;
             } else if ft.is_file() {
-                let meta = e.metadata().map_err(|err| Error::Io { path: path.clone(), source: err })?;
+                let meta = e.metadata().map_err(|err| Error::Io {
+                    path: path.clone(),
+                    source: err,
+                })?;
                 if meta.len() > self.size_limit {
-                    self.skipped.push(Skipped { path: rel, reason: SkipReason::TooLarge(meta.len()) });
+                    self.skipped.push(Skipped {
+                        path: rel,
+                        reason: SkipReason::TooLarge(meta.len()),
+                    });
                     continue;
                 }
                 use std::os::unix::fs::PermissionsExt;
-                let mode = if meta.permissions().mode() & 0o111 != 0 { 0o100755 } else { 0o100644 };
+                let mode = if meta.permissions().mode() & 0o111 != 0 {
+                    0o100755
+                } else {
+                    0o100644
+                };
                 let oid = self.repo.blob_path(&path).map_err(git_err(self.root))?;
                 self.add(&rel, oid, mode)?;
             }
@@ -219,21 +277,31 @@ impl Builder<'_> {
     /// previous snapshot (sealed files never change).
     fn add_sealed(&mut self, sub: &str) -> Result<()> {
         let dir = self.root.join(".flor").join(sub);
-        let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
-        let mut names: Vec<_> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut names: Vec<_> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         for name in names {
             if name.contains(".tmp.") {
                 continue;
             }
             let rel = format!(".flor/{sub}/{name}");
-            let known = self
-                .blobs
-                .get(&rel)
-                .or_else(|| self.prev_tree.as_ref().and_then(|t| t.get_path(Path::new(&rel)).ok()).map(|e| e.id()));
+            let known = self.blobs.get(&rel).or_else(|| {
+                self.prev_tree
+                    .as_ref()
+                    .and_then(|t| t.get_path(Path::new(&rel)).ok())
+                    .map(|e| e.id())
+            });
             let oid = match known {
                 Some(o) => o,
-                None => self.repo.blob_path(&dir.join(&name)).map_err(git_err(self.root))?,
+                None => self
+                    .repo
+                    .blob_path(&dir.join(&name))
+                    .map_err(git_err(self.root))?,
             };
             self.add(&rel, oid, 0o100644)?;
         }
@@ -256,7 +324,12 @@ pub fn snapshot(root: &Path, meta: &RunMeta, size_limit: u64) -> Result<Snapshot
 ///
 /// # Errors
 /// As [`snapshot`].
-pub fn snapshot_with(root: &Path, meta: &RunMeta, size_limit: u64, blobs: &Blobs) -> Result<Snapshot> {
+pub fn snapshot_with(
+    root: &Path,
+    meta: &RunMeta,
+    size_limit: u64,
+    blobs: &Blobs,
+) -> Result<Snapshot> {
     let repo = open_repo(root)?;
     let branch = current_branch(&repo, root)?;
     let shadow = format!("flor.{branch}");
@@ -266,56 +339,107 @@ pub fn snapshot_with(root: &Path, meta: &RunMeta, size_limit: u64, blobs: &Blobs
         .or_else(|_| git2::Signature::now("flordb", "flordb@localhost"))
         .map_err(git_err(root))?;
     let head = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    for _attempt in 0..16 {
-        let prev = repo.find_reference(&refname).ok().and_then(|r| r.peel_to_commit().ok());
-        let mut b = Builder {
-            repo: &repo,
-            blobs,
+    let mut last_err = None;
+    for attempt in 0..16u64 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(attempt * 5));
+        }
+        match snapshot_attempt(
+            &repo,
             root,
-            index: git2::Index::new().map_err(git_err(root))?,
-            prev_tree: prev.as_ref().and_then(|c| c.tree().ok()),
+            meta,
             size_limit,
-            skipped: Vec::new(),
-        };
-        b.walk(root)?;
-        let gi = root.join(".flor/.gitignore");
-        if gi.exists() {
-            let oid = repo.blob_path(&gi).map_err(git_err(root))?;
-            b.add(".flor/.gitignore", oid, 0o100644)?;
-        }
-        b.add_sealed("segments")?;
-        b.add_sealed("manifests")?;
-        let tree_id = b.index.write_tree_to(&repo).map_err(git_err(root))?;
-        let tree = repo.find_tree(tree_id).map_err(git_err(root))?;
-        let mut parents = Vec::new();
-        if let Some(p) = &prev {
-            parents.push(p);
-        }
-        if let Some(h) = &head {
-            if prev.as_ref().map(|p| p.id()) != Some(h.id()) {
-                parents.push(h);
+            blobs,
+            &refname,
+            &sig,
+            head.as_ref(),
+        ) {
+            Ok(Some((commit_id, skipped))) => {
+                return Ok(Snapshot {
+                    commit_id,
+                    branch,
+                    shadow_branch: shadow,
+                    skipped,
+                })
             }
-        }
-        let msg = format!(
-            "flor: {} run {}\n\nFlor-Projid: {}\nFlor-Tstamp: {}\nFlor-Run: {:016x}\nFlor-Filename: {}\nFlor-Head: {}\n",
-            meta.filename,
-            meta.key.tstamp,
-            meta.projid,
-            meta.key.tstamp,
-            meta.key.run_id,
-            meta.filename,
-            head.as_ref().map(|h| h.id().to_string()).unwrap_or_default()
-        );
-        let oid = repo.commit(None, &sig, &sig, &msg, &tree, &parents).map_err(git_err(root))?;
-        let updated = match &prev {
-            Some(p) => repo.reference_matching(&refname, oid, true, p.id(), "flor snapshot").is_ok(),
-            None => repo.reference(&refname, oid, false, "flor snapshot").is_ok(),
-        };
-        if updated {
-            return Ok(Snapshot { commit_id: oid.to_string(), branch, shadow_branch: shadow, skipped: b.skipped });
+            Ok(None) => {} // another writer moved the branch: build on its commit
+            // libgit2 re-reads every object it puts in a tree; under several
+            // processes committing at once that read has failed transiently
+            // in CI ("invalid object specified"): retry, report the last one.
+            Err(e @ Error::Git { .. }) => last_err = Some(e),
+            Err(e) => return Err(e),
         }
     }
-    Err(Error::Git { path: root.into(), detail: format!("could not update {refname}: another writer kept moving it") })
+    Err(last_err.unwrap_or_else(|| Error::Git {
+        path: root.into(),
+        detail: format!("could not update {refname}: another writer kept moving it"),
+    }))
+}
+
+/// One try of [`snapshot_with`]: `Ok(None)` when the branch moved under it.
+#[allow(clippy::too_many_arguments)]
+fn snapshot_attempt(
+    repo: &Repository,
+    root: &Path,
+    meta: &RunMeta,
+    size_limit: u64,
+    blobs: &Blobs,
+    refname: &str,
+    sig: &git2::Signature<'_>,
+    head: Option<&git2::Commit<'_>>,
+) -> Result<Option<(String, Vec<Skipped>)>> {
+    let prev = repo
+        .find_reference(refname)
+        .ok()
+        .and_then(|r| r.peel_to_commit().ok());
+    let mut b = Builder {
+        repo,
+        blobs,
+        root,
+        index: git2::Index::new().map_err(git_err(root))?,
+        prev_tree: prev.as_ref().and_then(|c| c.tree().ok()),
+        size_limit,
+        skipped: Vec::new(),
+    };
+    b.walk(root)?;
+    let gi = root.join(".flor/.gitignore");
+    if gi.exists() {
+        let oid = repo.blob_path(&gi).map_err(git_err(root))?;
+        b.add(".flor/.gitignore", oid, 0o100644)?;
+    }
+    b.add_sealed("segments")?;
+    b.add_sealed("manifests")?;
+    let tree_id = b.index.write_tree_to(repo).map_err(git_err(root))?;
+    let tree = repo.find_tree(tree_id).map_err(git_err(root))?;
+    let mut parents = Vec::new();
+    if let Some(p) = &prev {
+        parents.push(p);
+    }
+    if let Some(h) = &head {
+        if prev.as_ref().map(|p| p.id()) != Some(h.id()) {
+            parents.push(h);
+        }
+    }
+    let msg = format!(
+        "flor: {} run {}\n\nFlor-Projid: {}\nFlor-Tstamp: {}\nFlor-Run: {:016x}\nFlor-Filename: {}\nFlor-Head: {}\n",
+        meta.filename,
+        meta.key.tstamp,
+        meta.projid,
+        meta.key.tstamp,
+        meta.key.run_id,
+        meta.filename,
+        head.as_ref().map(|h| h.id().to_string()).unwrap_or_default()
+    );
+    let oid = repo
+        .commit(None, sig, sig, &msg, &tree, &parents)
+        .map_err(git_err(root))?;
+    let updated = match &prev {
+        Some(p) => repo
+            .reference_matching(refname, oid, true, p.id(), "flor snapshot")
+            .is_ok(),
+        None => repo.reference(refname, oid, false, "flor snapshot").is_ok(),
+    };
+    Ok(updated.then(|| (oid.to_string(), b.skipped)))
 }
 
 /// Schema of the `versions` table: `projid, tstamp, run_id, filename,
@@ -323,7 +447,11 @@ pub fn snapshot_with(root: &Path, meta: &RunMeta, size_limit: u64, blobs: &Blobs
 pub fn versions_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("projid", DataType::Utf8, false),
-        Field::new("tstamp", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new(
+            "tstamp",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
         Field::new("run_id", DataType::Utf8, false),
         Field::new("filename", DataType::Utf8, false),
         Field::new("commit_id", DataType::Utf8, false),
@@ -356,18 +484,32 @@ pub fn rows(root: &Path) -> Result<Vec<VersionRow>> {
     let repo = open_repo(root)?;
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let branches = repo.branches(Some(git2::BranchType::Local)).map_err(git_err(root))?;
+    let branches = repo
+        .branches(Some(git2::BranchType::Local))
+        .map_err(git_err(root))?;
     for b in branches.flatten() {
-        let Ok(Some(name)) = b.0.name().map(|n| n.map(str::to_owned)) else { continue };
-        let Some(user_branch) = name.strip_prefix("flor.") else { continue };
+        let Ok(Some(name)) = b.0.name().map(|n| n.map(str::to_owned)) else {
+            continue;
+        };
+        let Some(user_branch) = name.strip_prefix("flor.") else {
+            continue;
+        };
         let mut commit = b.0.get().peel_to_commit().ok();
         while let Some(c) = commit {
             if !seen.insert(c.id()) {
                 break;
             }
             let msg = c.message().unwrap_or("");
-            let trailer = |k: &str| msg.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_owned());
-            if let (Some(t), Some(run), Some(f)) = (trailer("Flor-Tstamp:"), trailer("Flor-Run:"), trailer("Flor-Filename:")) {
+            let trailer = |k: &str| {
+                msg.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_owned())
+            };
+            if let (Some(t), Some(run), Some(f)) = (
+                trailer("Flor-Tstamp:"),
+                trailer("Flor-Run:"),
+                trailer("Flor-Filename:"),
+            ) {
                 if let Ok(tstamp) = t.parse() {
                     out.push(VersionRow {
                         projid: trailer("Flor-Projid:").unwrap_or_default(),
@@ -379,7 +521,11 @@ pub fn rows(root: &Path) -> Result<Vec<VersionRow>> {
                     });
                 }
             }
-            commit = if c.message().is_ok_and(|m| m.contains("Flor-Tstamp:")) { c.parent(0).ok() } else { None };
+            commit = if c.message().is_ok_and(|m| m.contains("Flor-Tstamp:")) {
+                c.parent(0).ok()
+            } else {
+                None
+            };
         }
     }
     out.sort_by(|a, b| (a.tstamp, &a.run_id).cmp(&(b.tstamp, &b.run_id)));
@@ -392,17 +538,24 @@ pub fn rows(root: &Path) -> Result<Vec<VersionRow>> {
 /// As [`rows`]; [`Error::Format`] if Arrow rejects the arrays (a bug).
 pub fn list(root: &Path) -> Result<RecordBatch> {
     let r = rows(root)?;
-    let s = |f: fn(&VersionRow) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(r.iter().map(f))) };
+    let s = |f: fn(&VersionRow) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(r.iter().map(f)))
+    };
     let cols: Vec<ArrayRef> = vec![
         s(|v| &v.projid),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(r.iter().map(|v| v.tstamp))),
+        Arc::new(TimestampMicrosecondArray::from_iter_values(
+            r.iter().map(|v| v.tstamp),
+        )),
         s(|v| &v.run_id),
         s(|v| &v.filename),
         s(|v| &v.commit_id),
         s(|v| &v.branch),
     ];
     let _ = schema::FORMAT_VERSION;
-    RecordBatch::try_new(versions_schema(), cols).map_err(|e| Error::Format { path: PathBuf::from("versions"), detail: e.to_string() })
+    RecordBatch::try_new(versions_schema(), cols).map_err(|e| Error::Format {
+        path: PathBuf::from("versions"),
+        detail: e.to_string(),
+    })
 }
 
 /// The bytes of `path` (relative to the repository root) in the snapshot
@@ -413,7 +566,10 @@ pub fn list(root: &Path) -> Result<RecordBatch> {
 pub fn read_file(root: &Path, commit_id: &str, path: &str) -> Result<Vec<u8>> {
     let repo = open_repo(root)?;
     let oid = Oid::from_str(commit_id).map_err(git_err(root))?;
-    let tree = repo.find_commit(oid).and_then(|c| c.tree()).map_err(git_err(root))?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(git_err(root))?;
     let entry = tree.get_path(Path::new(path)).map_err(|e| Error::Git {
         path: root.to_path_buf(),
         detail: format!("{path} is not in snapshot {commit_id}: {}", e.message()),
@@ -431,20 +587,33 @@ pub fn read_file(root: &Path, commit_id: &str, path: &str) -> Result<Vec<u8>> {
 pub fn materialize(root: &Path, commit_id: &str, dest: &Path) -> Result<()> {
     let repo = open_repo(root)?;
     let oid = Oid::from_str(commit_id).map_err(git_err(root))?;
-    let tree = repo.find_commit(oid).and_then(|c| c.tree()).map_err(git_err(root))?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(git_err(root))?;
     let mut failure: Option<Error> = None;
     tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        let Ok(name) = entry.name() else { return git2::TreeWalkResult::Skip };
+        let Ok(name) = entry.name() else {
+            return git2::TreeWalkResult::Skip;
+        };
         if dir.is_empty() && name == ".flor" {
             return git2::TreeWalkResult::Skip;
         }
         let path = dest.join(dir).join(name);
         let r = match entry.kind() {
-            Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(|e| Error::Io { path: path.clone(), source: e }),
+            Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            }),
             Some(git2::ObjectType::Blob) => repo
                 .find_blob(entry.id())
                 .map_err(git_err(root))
-                .and_then(|b| std::fs::write(&path, b.content()).map_err(|e| Error::Io { path: path.clone(), source: e })),
+                .and_then(|b| {
+                    std::fs::write(&path, b.content()).map_err(|e| Error::Io {
+                        path: path.clone(),
+                        source: e,
+                    })
+                }),
             _ => Ok(()),
         };
         match r {

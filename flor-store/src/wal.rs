@@ -88,7 +88,10 @@ pub struct Batch {
 impl Batch {
     /// True when nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty() && self.frames.is_empty() && self.frame_ends.is_empty() && self.records.is_empty()
+        self.names.is_empty()
+            && self.frames.is_empty()
+            && self.frame_ends.is_empty()
+            && self.records.is_empty()
     }
 
     /// Concatenates `parts` in order, each vector allocated once at its
@@ -126,7 +129,11 @@ pub struct WalWriter {
 
 fn flock(file: &File, blocking: bool) -> bool {
     use std::os::unix::io::AsRawFd;
-    let op = if blocking { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+    let op = if blocking {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
     // SAFETY: the descriptor is valid for the lifetime of `file`.
     unsafe { libc::flock(file.as_raw_fd(), op) == 0 }
 }
@@ -135,22 +142,46 @@ impl WalWriter {
     /// Creates the WAL for `meta` in `dir`, locks it, writes the header and
     /// the `Begin` entry (fsynced, so the run is recoverable from then on).
     ///
+    /// The file is born as `<stem>.wal.new`, a name recovery never opens,
+    /// and renamed to `<stem>.wal` only once it is locked and holds its
+    /// header and `Begin`: a recovering process listing the directory at any
+    /// moment sees either no WAL or a locked, complete one (it never takes
+    /// the lock of a WAL whose writer has not locked it yet).
+    ///
     /// # Errors
-    /// [`Error::Io`] when the file cannot be created, locked or written.
+    /// [`Error::Io`] when the file cannot be created, locked, written,
+    /// renamed, or its directory fsynced.
     pub fn create(dir: &Path, meta: &RunMeta) -> Result<WalWriter> {
         std::fs::create_dir_all(dir).at(dir)?;
         let path = dir.join(format!("{}.wal", meta.stem()));
-        let file = OpenOptions::new().create_new(true).read(true).write(true).open(&path).at(&path)?;
+        let new = dir.join(format!("{}.wal.new", meta.stem()));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&new)
+            .at(&new)?;
         if !flock(&file, false) {
-            return Err(Error::Io { path, source: std::io::Error::other("WAL is locked by another process") });
+            return Err(Error::Io {
+                path: new,
+                source: std::io::Error::other("WAL is locked by another process"),
+            });
         }
-        let mut w = WalWriter { path, file, poisoned: None };
+        let mut w = WalWriter {
+            path: new,
+            file,
+            poisoned: None,
+        };
         let mut header = Vec::with_capacity(12);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&WAL_VERSION.to_le_bytes());
         w.write_raw(&header)?;
         w.append(&WalEntry::Begin(meta.clone()))?;
         w.sync()?;
+        std::fs::rename(&w.path, &path).at(&path)?;
+        w.path = path;
+        // The rename is durable once the directory is: fsync it (one per run).
+        File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
         Ok(w)
     }
 
@@ -165,7 +196,10 @@ impl WalWriter {
         }
         if let Err(e) = self.file.write_all(bytes) {
             self.poisoned = Some(format!("write to {}: {e}", self.path.display()));
-            return Err(Error::Io { path: self.path.clone(), source: e });
+            return Err(Error::Io {
+                path: self.path.clone(),
+                source: e,
+            });
         }
         Ok(())
     }
@@ -181,7 +215,12 @@ impl WalWriter {
         let len = u32::try_from(payload.len())
             .ok()
             .filter(|l| *l <= MAX_FRAME)
-            .ok_or_else(|| Error::Input(format!("WAL frame of {} bytes exceeds 1 GiB", payload.len())))?;
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "WAL frame of {} bytes exceeds 1 GiB",
+                    payload.len()
+                ))
+            })?;
         let mut frame = Vec::with_capacity(payload.len() + 8);
         frame.extend_from_slice(&len.to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -196,7 +235,10 @@ impl WalWriter {
     pub fn sync(&mut self) -> Result<()> {
         if let Err(e) = self.file.sync_data() {
             self.poisoned = Some(format!("fsync {}: {e}", self.path.display()));
-            return Err(Error::Io { path: self.path.clone(), source: e });
+            return Err(Error::Io {
+                path: self.path.clone(),
+                source: e,
+            });
         }
         Ok(())
     }
@@ -239,8 +281,16 @@ pub struct Recovered {
 /// # Errors
 /// [`Error::Io`] when it cannot be opened.
 pub fn claim(path: &Path) -> Result<Option<File>> {
-    let file = OpenOptions::new().read(true).write(true).open(path).at(path)?;
-    Ok(if flock(&file, false) { Some(file) } else { None })
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    Ok(if flock(&file, false) {
+        Some(file)
+    } else {
+        None
+    })
 }
 
 /// Reads every intact frame of a WAL (see the module docs for the policy).
@@ -256,11 +306,19 @@ pub fn read_wal(path: &Path, mut file: &File) -> Result<Recovered> {
         return Ok(out); // torn before the header finished: nothing was acknowledged
     }
     if &bytes[..8] != MAGIC {
-        return Err(Error::Corrupt { path: path.into(), offset: 0, detail: "not a flordb WAL (bad magic)".into() });
+        return Err(Error::Corrupt {
+            path: path.into(),
+            offset: 0,
+            detail: "not a flordb WAL (bad magic)".into(),
+        });
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if version != WAL_VERSION {
-        return Err(Error::Corrupt { path: path.into(), offset: 8, detail: format!("WAL version {version}, expected {WAL_VERSION}") });
+        return Err(Error::Corrupt {
+            path: path.into(),
+            offset: 8,
+            detail: format!("WAL version {version}, expected {WAL_VERSION}"),
+        });
     }
     // Frame boundaries first (cheap), then checksums and decoding on up to
     // four threads (a seal reads the whole run back through here), then the
@@ -268,7 +326,9 @@ pub fn read_wal(path: &Path, mut file: &File) -> Result<Recovered> {
     let mut frames = Vec::new();
     let mut pos = 12usize;
     while pos < bytes.len() {
-        let Some(head) = bytes.get(pos..pos + 8) else { break };
+        let Some(head) = bytes.get(pos..pos + 8) else {
+            break;
+        };
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         let end = pos + 8 + len;
@@ -286,7 +346,10 @@ pub fn read_wal(path: &Path, mut file: &File) -> Result<Recovered> {
             Err("checksum mismatch".into())
         }
     };
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
     let decoded: Vec<std::result::Result<WalEntry, String>> = if threads < 2 || frames.len() < 8 {
         frames.iter().map(decode).collect()
     } else {
@@ -294,13 +357,23 @@ pub fn read_wal(path: &Path, mut file: &File) -> Result<Recovered> {
         std::thread::scope(|s| {
             let handles: Vec<_> = frames
                 .chunks(per)
-                .map(|part| (part.len(), std::thread::Builder::new().spawn_scoped(s, move || part.iter().map(decode).collect::<Vec<_>>()).ok(), part))
+                .map(|part| {
+                    (
+                        part.len(),
+                        std::thread::Builder::new()
+                            .spawn_scoped(s, move || part.iter().map(decode).collect::<Vec<_>>())
+                            .ok(),
+                        part,
+                    )
+                })
                 .collect();
             let mut all = Vec::with_capacity(frames.len());
             for (n, h, part) in handles {
                 match h.map(|h| h.join()) {
                     Some(Ok(v)) => all.extend(v),
-                    Some(Err(_)) => all.extend((0..n).map(|_| Err("the WAL decoding thread panicked".to_string()))),
+                    Some(Err(_)) => all.extend(
+                        (0..n).map(|_| Err("the WAL decoding thread panicked".to_string())),
+                    ),
                     None => all.extend(part.iter().map(decode)),
                 }
             }

@@ -39,7 +39,11 @@ impl Default for Chunking {
     /// differing in 1% of their bytes (scattered 4 KiB blocks) share all
     /// but ~7.5% of their chunks, and an insertion shifts nothing.
     fn default() -> Chunking {
-        Chunking::ContentDefined { min: 4 << 10, avg: 16 << 10, max: 64 << 10 }
+        Chunking::ContentDefined {
+            min: 4 << 10,
+            avg: 16 << 10,
+            max: 64 << 10,
+        }
     }
 }
 
@@ -86,7 +90,11 @@ impl Chunking {
     /// succeeded (the FastCDC constructor asserts its bounds).
     pub(crate) fn cut<'a>(&self, data: &'a [u8]) -> Cuts<'a> {
         match *self {
-            Chunking::Fixed { size } => Cuts::Fixed { len: data.len(), at: 0, size: size as usize },
+            Chunking::Fixed { size } => Cuts::Fixed {
+                len: data.len(),
+                at: 0,
+                size: size as usize,
+            },
             Chunking::ContentDefined { min, avg, max } => {
                 Cuts::Cdc(fastcdc::v2020::FastCDC::new(data, min, avg, max))
             }
@@ -139,20 +147,37 @@ mod tests {
 
     #[test]
     fn cuts_cover_the_data() {
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         for c in [Chunking::default(), Chunking::Fixed { size: 1000 }] {
             assert!(covers(c, &[]).is_empty());
             assert_eq!(covers(c, &data[..1]).len(), 1);
             covers(c, &data);
         }
-        assert_eq!(covers(Chunking::Fixed { size: 1000 }, &data[..2500]), vec![0..1000, 1000..2000, 2000..2500]);
+        assert_eq!(
+            covers(Chunking::Fixed { size: 1000 }, &data[..2500]),
+            vec![0..1000, 1000..2000, 2000..2500]
+        );
     }
 
     #[test]
     fn bounds_are_checked() {
         assert!(Chunking::default().validate().is_ok());
         assert!(Chunking::Fixed { size: 63 }.validate().is_err());
-        assert!(Chunking::ContentDefined { min: 8192, avg: 4096, max: 65536 }.validate().is_err());
-        assert!(Chunking::ContentDefined { min: 4096, avg: 16384, max: 32 << 20 }.validate().is_err());
+        assert!(Chunking::ContentDefined {
+            min: 8192,
+            avg: 4096,
+            max: 65536
+        }
+        .validate()
+        .is_err());
+        assert!(Chunking::ContentDefined {
+            min: 4096,
+            avg: 16384,
+            max: 32 << 20
+        }
+        .validate()
+        .is_err());
     }
 }

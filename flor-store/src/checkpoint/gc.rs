@@ -19,8 +19,14 @@ impl Writer {
     /// Runs one collection; see the module documentation.
     pub(super) fn collect(&mut self) -> Result<GcStats> {
         let sh = self.shared.clone();
-        let sled_err = |e: sled::Error| Error::Sled { path: sh.index_path.clone(), detail: e.to_string() };
-        let io_err = |path: &std::path::Path, e: std::io::Error| Error::Io { path: path.to_path_buf(), source: e };
+        let sled_err = |e: sled::Error| Error::Sled {
+            path: sh.index_path.clone(),
+            detail: e.to_string(),
+        };
+        let io_err = |path: &std::path::Path, e: std::io::Error| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
         let poisoned = |d: String| Error::Poisoned(d);
 
         // Close the active pack so that it can be collected too.
@@ -34,7 +40,9 @@ impl Writer {
             let m = Manifest::decode(&v).map_err(|detail| Error::Corrupt {
                 path: sh.index_path.clone(),
                 offset: 0,
-                detail: format!("{detail}; gc stopped without deleting anything it cannot account for"),
+                detail: format!(
+                    "{detail}; gc stopped without deleting anything it cannot account for"
+                ),
             })?;
             live.extend(m.chunks.iter().map(|c| c.hash));
         }
@@ -46,7 +54,9 @@ impl Writer {
             let (k, v) = kv.map_err(sled_err)?;
             let hash: Option<[u8; 32]> = k.as_ref().try_into().ok();
             match (hash, Loc::decode(&v)) {
-                (Some(h), Some(loc)) if live.contains(&h) => by_pack.entry(loc.pack).or_default().push((h, loc)),
+                (Some(h), Some(loc)) if live.contains(&h) => {
+                    by_pack.entry(loc.pack).or_default().push((h, loc))
+                }
                 (Some(h), None) if live.contains(&h) => {
                     return Err(Error::Corrupt {
                         path: sh.index_path.clone(),
@@ -82,7 +92,9 @@ impl Writer {
                 delete.push((*id, path.clone()));
             } else if live_bytes * 2 < len.saturating_sub(PACK_HEADER_LEN) {
                 for (h, loc) in entries {
-                    sh.readers.read(loc, &mut buf).map_err(|e| io_err(path, e))?;
+                    sh.readers
+                        .read(loc, &mut buf)
+                        .map_err(|e| io_err(path, e))?;
                     check_crc(&buf).map_err(|detail| Error::Corrupt {
                         path: path.clone(),
                         offset: loc.offset,
@@ -120,7 +132,11 @@ impl Writer {
         if !delete.is_empty() {
             sync_dir(&dir).map_err(|e| io_err(&dir, e))?;
         }
-        let bytes_after = list_packs(&dir).map_err(|e| io_err(&dir, e))?.iter().map(|p| p.2).sum();
+        let bytes_after = list_packs(&dir)
+            .map_err(|e| io_err(&dir, e))?
+            .iter()
+            .map(|p| p.2)
+            .sum();
         Ok(GcStats {
             chunks_removed,
             packs_deleted: delete.len() as u64,

@@ -67,7 +67,8 @@ struct Part<'a> {
 
 /// The manifest of `(loop_path, object)`, checked against its key.
 fn manifest_of(sh: &Shared, loop_path: &[(String, i64)], object: &str) -> Result<Manifest> {
-    let key = manifest::key(loop_path, object).map_err(|e| Error::Input(format!("checkpoint key: {e}")))?;
+    let key = manifest::key(loop_path, object)
+        .map_err(|e| Error::Input(format!("checkpoint key: {e}")))?;
     let bytes = sh.manifests.get(key).map_err(|e| sh.sled_err(e))?;
     let Some(bytes) = bytes else {
         return Err(Error::CheckpointMissing {
@@ -103,11 +104,19 @@ fn locate(sh: &Shared, c: &ChunkRef) -> Result<std::result::Result<Loc, &'static
 }
 
 /// Loads and verifies one checkpoint; see [`super::CheckpointStore::load`].
-pub(crate) fn load(sh: &Shared, loop_path: &[(String, i64)], object: &str, threads: usize) -> Result<Vec<u8>> {
+pub(crate) fn load(
+    sh: &Shared,
+    loop_path: &[(String, i64)],
+    object: &str,
+    threads: usize,
+) -> Result<Vec<u8>> {
     let m = manifest_of(sh, loop_path, object)?;
     let mut parts = Vec::with_capacity(m.chunks.len());
     for c in &m.chunks {
-        parts.push(Part { chunk: c, loc: locate(sh, c)? });
+        parts.push(Part {
+            chunk: c,
+            loc: locate(sh, c)?,
+        });
     }
     let damaged = |detail: String| Error::CheckpointDamaged {
         run: sh.run.clone(),
@@ -115,7 +124,15 @@ pub(crate) fn load(sh: &Shared, loop_path: &[(String, i64)], object: &str, threa
         loop_path: loop_path_text(loop_path),
         detail,
     };
-    assemble(&sh.readers, &sh.dir, &parts, m.raw_len, &m.hash, threads, &damaged)
+    assemble(
+        &sh.readers,
+        &sh.dir,
+        &parts,
+        m.raw_len,
+        &m.hash,
+        threads,
+        &damaged,
+    )
 }
 
 fn full_hex(h: &[u8; 32]) -> String {
@@ -181,19 +198,44 @@ pub fn load_recipe(recipe: &Recipe, threads: usize) -> Result<Vec<u8>> {
         loop_path: loop_path_text(&recipe.loop_path),
         detail,
     };
-    let hash = unhex(&recipe.hash).ok_or_else(|| damaged("the recipe's object hash is not 64 hex digits".into()))?;
+    let hash = unhex(&recipe.hash)
+        .ok_or_else(|| damaged("the recipe's object hash is not 64 hex digits".into()))?;
     let mut refs = Vec::with_capacity(recipe.chunks.len());
     let mut locs = Vec::with_capacity(recipe.chunks.len());
     for (i, c) in recipe.chunks.iter().enumerate() {
-        let h = unhex(&c.hash).ok_or_else(|| damaged(format!("chunk {i}: the recipe's hash is not 64 hex digits")))?;
-        refs.push(ChunkRef { hash: h, raw_len: c.raw_len, stored_len: c.frame_len });
-        let loc = Loc::decode(&Loc { pack: c.pack, offset: c.offset, frame_len: c.frame_len }.encode())
-            .ok_or("malformed location in the recipe");
+        let h = unhex(&c.hash)
+            .ok_or_else(|| damaged(format!("chunk {i}: the recipe's hash is not 64 hex digits")))?;
+        refs.push(ChunkRef {
+            hash: h,
+            raw_len: c.raw_len,
+            stored_len: c.frame_len,
+        });
+        let loc = Loc::decode(
+            &Loc {
+                pack: c.pack,
+                offset: c.offset,
+                frame_len: c.frame_len,
+            }
+            .encode(),
+        )
+        .ok_or("malformed location in the recipe");
         locs.push(loc);
     }
-    let parts: Vec<Part<'_>> = refs.iter().zip(locs).map(|(chunk, loc)| Part { chunk, loc }).collect();
+    let parts: Vec<Part<'_>> = refs
+        .iter()
+        .zip(locs)
+        .map(|(chunk, loc)| Part { chunk, loc })
+        .collect();
     let readers = PackReaders::new(recipe.packs.clone());
-    assemble(&readers, &recipe.packs, &parts, recipe.raw_len, &hash, threads, &damaged)
+    assemble(
+        &readers,
+        &recipe.packs,
+        &parts,
+        recipe.raw_len,
+        &hash,
+        threads,
+        &damaged,
+    )
 }
 
 /// Decodes `parts` into one buffer of `raw_len` bytes and checks it against `hash`.
@@ -206,11 +248,15 @@ fn assemble(
     threads: usize,
     damaged: &dyn Fn(String) -> Error,
 ) -> Result<Vec<u8>> {
-    let len = usize::try_from(raw_len).map_err(|_| damaged(format!("{raw_len} bytes do not fit in memory")))?;
+    let len = usize::try_from(raw_len)
+        .map_err(|_| damaged(format!("{raw_len} bytes do not fit in memory")))?;
     let mut out = Vec::new();
     out.try_reserve_exact(len).map_err(|e| Error::Io {
         path: dir.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("{len} bytes for a checkpoint: {e}")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("{len} bytes for a checkpoint: {e}"),
+        ),
     })?;
     out.resize(len, 0);
 
@@ -225,18 +271,26 @@ fn assemble(
         rest = tail;
     }
     let n = parts.len();
-    let threads = if raw_len < PARALLEL_FROM { 1 } else { threads.clamp(1, n.max(1)) };
+    let threads = if raw_len < PARALLEL_FROM {
+        1
+    } else {
+        threads.clamp(1, n.max(1))
+    };
     let result = if threads == 1 {
         decode_parts(readers, &mut slices, n)
     } else {
         let per = n.div_ceil(threads);
         std::thread::scope(|s| {
-            let handles: Vec<_> =
-                slices.chunks_mut(per).map(|group| s.spawn(move || decode_parts(readers, group, n))).collect();
+            let handles: Vec<_> = slices
+                .chunks_mut(per)
+                .map(|group| s.spawn(move || decode_parts(readers, group, n)))
+                .collect();
             // Report the failure of the earliest chunk, whatever thread found it.
             let mut first: Option<(usize, ChunkFailure)> = None;
             for h in handles {
-                let r = h.join().unwrap_or_else(|_| Err((0, ChunkFailure::Damaged("a loading thread panicked".into()))));
+                let r = h.join().unwrap_or_else(|_| {
+                    Err((0, ChunkFailure::Damaged("a loading thread panicked".into())))
+                });
                 if let Err((i, f)) = r {
                     if first.as_ref().is_none_or(|(j, _)| i < *j) {
                         first = Some((i, f));
@@ -252,7 +306,9 @@ fn assemble(
         Err((_, ChunkFailure::Io(e))) => return Err(e),
     }
     if blake3::hash(&out).as_bytes() != hash {
-        return Err(damaged("the whole object's hash does not match its manifest".into()));
+        return Err(damaged(
+            "the whole object's hash does not match its manifest".into(),
+        ));
     }
     Ok(out)
 }
@@ -273,9 +329,11 @@ fn decode_parts(
     for (i, p, out) in parts.iter_mut() {
         decode_one(readers, p, out, &mut buf, &mut dec).map_err(|f| {
             let f = match f {
-                ChunkFailure::Damaged(d) => {
-                    ChunkFailure::Damaged(format!("chunk {} of {total} (blake3 {}…): {d}", *i, hex(&p.chunk.hash)))
-                }
+                ChunkFailure::Damaged(d) => ChunkFailure::Damaged(format!(
+                    "chunk {} of {total} (blake3 {}…): {d}",
+                    *i,
+                    hex(&p.chunk.hash)
+                )),
                 io => io,
             };
             (*i, f)
@@ -298,12 +356,20 @@ fn decode_one(
         std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof => {
             ChunkFailure::Damaged(format!("{at}: {e}"))
         }
-        _ => ChunkFailure::Io(Error::Io { path: super::pack::pack_path(readers.dir(), loc.pack), source: e }),
+        _ => ChunkFailure::Io(Error::Io {
+            path: super::pack::pack_path(readers.dir(), loc.pack),
+            source: e,
+        }),
     })?;
-    let (codec, payload) = open_frame(buf, &c.hash, c.raw_len).map_err(|d| ChunkFailure::Damaged(format!("{at}: {d}")))?;
+    let (codec, payload) = open_frame(buf, &c.hash, c.raw_len)
+        .map_err(|d| ChunkFailure::Damaged(format!("{at}: {d}")))?;
     match codec {
         Codec::Raw if payload.len() == out.len() => out.copy_from_slice(payload),
-        Codec::Raw => return Err(ChunkFailure::Damaged(format!("{at}: raw payload of wrong length"))),
+        Codec::Raw => {
+            return Err(ChunkFailure::Damaged(format!(
+                "{at}: raw payload of wrong length"
+            )))
+        }
         Codec::Zstd => {
             let d = match dec {
                 Some(d) => d,
@@ -316,12 +382,17 @@ fn decode_one(
                 .decompress_to_buffer(payload, &mut *out)
                 .map_err(|e| ChunkFailure::Damaged(format!("{at}: zstd: {e}")))?;
             if n != out.len() {
-                return Err(ChunkFailure::Damaged(format!("{at}: decompressed to {n} bytes, not {}", out.len())));
+                return Err(ChunkFailure::Damaged(format!(
+                    "{at}: decompressed to {n} bytes, not {}",
+                    out.len()
+                )));
             }
         }
     }
     if blake3::hash(out).as_bytes() != &c.hash {
-        return Err(ChunkFailure::Damaged(format!("{at}: content does not match its hash")));
+        return Err(ChunkFailure::Damaged(format!(
+            "{at}: content does not match its hash"
+        )));
     }
     Ok(())
 }

@@ -55,8 +55,12 @@ pub(crate) struct Manifest {
 /// The manifest key of `(loop_path, object)`; fails only for a name over
 /// 4 GiB or more than 2³² loop levels.
 pub(crate) fn key(loop_path: &[(String, i64)], object: &str) -> Result<Vec<u8>, String> {
-    let len = |n: usize| u32::try_from(n).map_err(|_| "a checkpoint name or loop path is too long".to_string());
-    let mut k = Vec::with_capacity(8 + object.len() + loop_path.iter().map(|(n, _)| n.len() + 12).sum::<usize>());
+    let len = |n: usize| {
+        u32::try_from(n).map_err(|_| "a checkpoint name or loop path is too long".to_string())
+    };
+    let mut k = Vec::with_capacity(
+        8 + object.len() + loop_path.iter().map(|(n, _)| n.len() + 12).sum::<usize>(),
+    );
     k.extend_from_slice(&len(loop_path.len())?.to_le_bytes());
     for (name, iteration) in loop_path {
         k.extend_from_slice(&len(name.len())?.to_le_bytes());
@@ -107,11 +111,14 @@ impl Manifest {
     /// Checks and decodes a stored value: the checksum, the version, and
     /// that the chunk lengths are non-zero and add up to `raw_len`.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Manifest, String> {
-        let (crc, body) = bytes.split_first_chunk::<4>().ok_or("manifest shorter than its checksum")?;
+        let (crc, body) = bytes
+            .split_first_chunk::<4>()
+            .ok_or("manifest shorter than its checksum")?;
         if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
             return Err("manifest checksum mismatch".into());
         }
-        let m: Manifest = crate::codec::decode(body).map_err(|e| format!("manifest does not decode: {e}"))?;
+        let m: Manifest =
+            crate::codec::decode(body).map_err(|e| format!("manifest does not decode: {e}"))?;
         if m.version != MANIFEST_VERSION {
             return Err(format!(
                 "manifest format version {} is not supported (this build reads {MANIFEST_VERSION})",
@@ -126,7 +133,10 @@ impl Manifest {
             sum = sum.saturating_add(u64::from(c.raw_len));
         }
         if sum != m.raw_len {
-            return Err(format!("manifest chunk lengths add up to {sum} bytes, not the recorded {}", m.raw_len));
+            return Err(format!(
+                "manifest chunk lengths add up to {sum} bytes, not the recorded {}",
+                m.raw_len
+            ));
         }
         Ok(m)
     }
@@ -152,8 +162,16 @@ mod tests {
             written_at: 1_700_000_000_000_000,
             new_bytes: 12,
             chunks: vec![
-                ChunkRef { hash: [1; 32], raw_len: 10, stored_len: 55 },
-                ChunkRef { hash: [2; 32], raw_len: 20, stored_len: 60 },
+                ChunkRef {
+                    hash: [1; 32],
+                    raw_len: 10,
+                    stored_len: 55,
+                },
+                ChunkRef {
+                    hash: [2; 32],
+                    raw_len: 20,
+                    stored_len: 60,
+                },
             ],
         }
     }
@@ -171,10 +189,14 @@ mod tests {
         }
         let mut bad = sample();
         bad.raw_len = 31;
-        assert!(Manifest::decode(&bad.encode().unwrap()).unwrap_err().contains("add up to 30"));
+        assert!(Manifest::decode(&bad.encode().unwrap())
+            .unwrap_err()
+            .contains("add up to 30"));
         let mut bad = sample();
         bad.version = 9;
-        assert!(Manifest::decode(&bad.encode().unwrap()).unwrap_err().contains("version 9"));
+        assert!(Manifest::decode(&bad.encode().unwrap())
+            .unwrap_err()
+            .contains("version 9"));
         assert!(Manifest::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 
@@ -185,10 +207,16 @@ mod tests {
         assert_ne!(a, key(&[("epoch".into(), 3)], "optim").unwrap());
         assert_ne!(key(&[], "a").unwrap(), key(&[("".into(), 0)], "a").unwrap());
         let two = key(&[("epoch".into(), -3), ("step".into(), i64::MAX)], "ünï").unwrap();
-        assert_eq!(decode_key(&a), Some((vec![("epoch".to_string(), 3)], "model".to_string())));
+        assert_eq!(
+            decode_key(&a),
+            Some((vec![("epoch".to_string(), 3)], "model".to_string()))
+        );
         assert_eq!(
             decode_key(&two),
-            Some((vec![("epoch".to_string(), -3), ("step".to_string(), i64::MAX)], "ünï".to_string()))
+            Some((
+                vec![("epoch".to_string(), -3), ("step".to_string(), i64::MAX)],
+                "ünï".to_string()
+            ))
         );
         for cut in 0..a.len() {
             assert_eq!(decode_key(&a[..cut]), None);

@@ -71,7 +71,9 @@ mod writer;
 
 pub use chunker::Chunking;
 pub use load::{load_recipe, Recipe, RecipeChunk};
-pub use table::{checkpoints_batch, checkpoints_schema, checkpoints_table, list_runs, CheckpointsTable};
+pub use table::{
+    checkpoints_batch, checkpoints_schema, checkpoints_table, list_runs, CheckpointsTable,
+};
 
 use crate::{Error, Result};
 use crossbeam_channel::Sender;
@@ -140,10 +142,14 @@ impl CheckpointOptions {
             }
         }
         if self.workers == 0 || self.queue_chunks == 0 {
-            return Err(Error::Input("checkpoint workers and queue_chunks must be at least 1".into()));
+            return Err(Error::Input(
+                "checkpoint workers and queue_chunks must be at least 1".into(),
+            ));
         }
         if self.pack_target_bytes < 1 << 20 {
-            return Err(Error::Input("checkpoint pack_target_bytes must be at least 1 MiB".into()));
+            return Err(Error::Input(
+                "checkpoint pack_target_bytes must be at least 1 MiB".into(),
+            ));
         }
         Ok(())
     }
@@ -241,7 +247,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn sled_err(&self, e: sled::Error) -> Error {
-        Error::Sled { path: self.index_path.clone(), detail: e.to_string() }
+        Error::Sled {
+            path: self.index_path.clone(),
+            detail: e.to_string(),
+        }
     }
 
     pub(crate) fn set_poison(&self, detail: &str) {
@@ -250,7 +259,10 @@ impl Shared {
     }
 
     fn poisoned(&self) -> Option<String> {
-        self.poison.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.poison
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -305,19 +317,35 @@ impl CheckpointStore {
     /// # Errors
     /// As [`CheckpointStore::open`], and [`Error::Input`] for options
     /// outside their documented ranges.
-    pub fn open_with(flor_dir: &Path, run: &str, options: CheckpointOptions) -> Result<CheckpointStore> {
+    pub fn open_with(
+        flor_dir: &Path,
+        run: &str,
+        options: CheckpointOptions,
+    ) -> Result<CheckpointStore> {
         check_run(run)?;
         options.validate()?;
         let dir = run_dir(flor_dir, run);
         let packs_dir = dir.join("packs");
         let index_path = dir.join("index");
-        std::fs::create_dir_all(&packs_dir).map_err(|source| Error::Io { path: packs_dir.clone(), source })?;
-        let sled_err = |e: sled::Error| Error::Sled { path: index_path.clone(), detail: e.to_string() };
+        std::fs::create_dir_all(&packs_dir).map_err(|source| Error::Io {
+            path: packs_dir.clone(),
+            source,
+        })?;
+        let sled_err = |e: sled::Error| Error::Sled {
+            path: index_path.clone(),
+            detail: e.to_string(),
+        };
         // sled releases its file lock when its background threads let go of
         // the database, a moment after the last handle in this process is
         // dropped; a store reopened right after a close waits for that (up
         // to 3 s) before reporting the database as held elsewhere.
-        let open = || sled::Config::new().path(&index_path).cache_capacity(options.index_cache_bytes).flush_every_ms(None).open();
+        let open = || {
+            sled::Config::new()
+                .path(&index_path)
+                .cache_capacity(options.index_cache_bytes)
+                .flush_every_ms(None)
+                .open()
+        };
         let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let mut opened = open();
@@ -327,16 +355,24 @@ impl CheckpointStore {
         }
         let db = opened.map_err(|e| {
             if locked(&e) {
-                Error::CheckpointLocked { run: run.to_string(), path: index_path.clone() }
+                Error::CheckpointLocked {
+                    run: run.to_string(),
+                    path: index_path.clone(),
+                }
             } else {
                 sled_err(e)
             }
         })?;
         let meta = db.open_tree("meta").map_err(sled_err)?;
-        let corrupt = |detail: String| Error::Corrupt { path: index_path.clone(), offset: 0, detail };
+        let corrupt = |detail: String| Error::Corrupt {
+            path: index_path.clone(),
+            offset: 0,
+            detail,
+        };
         match meta.get("format").map_err(sled_err)? {
             None => {
-                meta.insert("format", &CHECKPOINT_FORMAT.to_le_bytes()).map_err(sled_err)?;
+                meta.insert("format", &CHECKPOINT_FORMAT.to_le_bytes())
+                    .map_err(sled_err)?;
                 meta.insert("run", run.as_bytes()).map_err(sled_err)?;
                 db.flush().map_err(sled_err)?;
             }
@@ -350,7 +386,9 @@ impl CheckpointStore {
                 let owner = meta.get("run").map_err(sled_err)?;
                 if owner.as_deref() != Some(run.as_bytes()) {
                     let owner = owner.map(|o| String::from_utf8_lossy(&o).into_owned());
-                    return Err(corrupt(format!("the database belongs to run {owner:?}, not {run:?}")));
+                    return Err(corrupt(format!(
+                        "the database belongs to run {owner:?}, not {run:?}"
+                    )));
                 }
             }
         }
@@ -410,9 +448,13 @@ impl CheckpointStore {
     pub fn save(&self, loop_path: &[(String, i64)], object: &str, bytes: &[u8]) -> Result<()> {
         check_names(loop_path, object)?;
         if bytes.len() as u64 / 64 >= u64::from(u32::MAX) {
-            return Err(Error::Input(format!("checkpoint {object:?} of {} bytes is too large", bytes.len())));
+            return Err(Error::Input(format!(
+                "checkpoint {object:?} of {} bytes is too large",
+                bytes.len()
+            )));
         }
-        let key = manifest::key(loop_path, object).map_err(|e| Error::Input(format!("checkpoint key: {e}")))?;
+        let key = manifest::key(loop_path, object)
+            .map_err(|e| Error::Input(format!("checkpoint key: {e}")))?;
         let _shared = self.submit.read().unwrap_or_else(|e| e.into_inner());
         self.check_poison()?;
         let (jobs, writer) = self.senders()?;
@@ -435,10 +477,20 @@ impl CheckpointStore {
         for range in self.options.chunking.cut(bytes) {
             let Some(chunk) = bytes.get(range) else { break };
             whole.update(chunk);
-            jobs.send(Job { seq, index: n, data: chunk.to_vec() }).map_err(|_| stopped())?;
+            jobs.send(Job {
+                seq,
+                index: n,
+                data: chunk.to_vec(),
+            })
+            .map_err(|_| stopped())?;
             n += 1;
         }
-        let end = WriterMsg::End { seq, chunks: n, raw_len: bytes.len() as u64, hash: *whole.finalize().as_bytes() };
+        let end = WriterMsg::End {
+            seq,
+            chunks: n,
+            raw_len: bytes.len() as u64,
+            hash: *whole.finalize().as_bytes(),
+        };
         writer.send(end).map_err(|_| stopped())?;
         Ok(())
     }
@@ -458,7 +510,9 @@ impl CheckpointStore {
             }
         };
         let (tx, rx) = crossbeam_channel::bounded(1);
-        writer.send(WriterMsg::Flush { upto, ack: tx }).map_err(|_| self.stopped())?;
+        writer
+            .send(WriterMsg::Flush { upto, ack: tx })
+            .map_err(|_| self.stopped())?;
         match rx.recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(detail)) => Err(Error::Poisoned(detail)),
@@ -512,7 +566,12 @@ impl CheckpointStore {
                 let (loop_path, object) = manifest::decode_key(&k)
                     .map(|(l, o)| (loop_path_text(&l), o))
                     .unwrap_or_else(|| ("?".into(), "?".into()));
-                Error::CheckpointDamaged { run: sh.run.clone(), object, loop_path, detail }
+                Error::CheckpointDamaged {
+                    run: sh.run.clone(),
+                    object,
+                    loop_path,
+                    detail,
+                }
             })?;
             out.push(CheckpointInfo {
                 stored_bytes: m.stored_bytes(),
@@ -553,7 +612,9 @@ impl CheckpointStore {
         let (_, writer) = self.senders()?;
         self.flush()?;
         let (tx, rx) = crossbeam_channel::bounded(1);
-        writer.send(WriterMsg::Gc { ack: tx }).map_err(|_| self.stopped())?;
+        writer
+            .send(WriterMsg::Gc { ack: tx })
+            .map_err(|_| self.stopped())?;
         rx.recv().map_err(|_| self.stopped())?
     }
 
@@ -565,12 +626,16 @@ impl CheckpointStore {
     /// [`Error::Io`] when a directory cannot be read.
     pub fn disk_usage(&self) -> Result<DiskUsage> {
         let sh = &self.shared;
-        let packs = pack::list_packs(sh.readers.dir())
-            .map_err(|source| Error::Io { path: sh.readers.dir().to_path_buf(), source })?;
+        let packs = pack::list_packs(sh.readers.dir()).map_err(|source| Error::Io {
+            path: sh.readers.dir().to_path_buf(),
+            source,
+        })?;
         Ok(DiskUsage {
             pack_bytes: packs.iter().map(|p| p.2).sum(),
-            index_bytes: dir_size(&sh.index_path)
-                .map_err(|source| Error::Io { path: sh.index_path.clone(), source })?,
+            index_bytes: dir_size(&sh.index_path).map_err(|source| Error::Io {
+                path: sh.index_path.clone(),
+                source,
+            })?,
             chunks: sh.chunks.len() as u64,
         })
     }
@@ -586,8 +651,17 @@ impl CheckpointStore {
 
     fn shutdown(&mut self) -> Result<()> {
         let flushed = self.flush();
-        let pipeline = self.pipeline.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(Pipeline { jobs, writer, threads }) = pipeline {
+        let pipeline = self
+            .pipeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(Pipeline {
+            jobs,
+            writer,
+            threads,
+        }) = pipeline
+        {
             drop(jobs);
             drop(writer);
             for t in threads {
@@ -595,7 +669,10 @@ impl CheckpointStore {
             }
         }
         flushed?;
-        self.shared.db.flush().map_err(|e| self.shared.sled_err(e))?;
+        self.shared
+            .db
+            .flush()
+            .map_err(|e| self.shared.sled_err(e))?;
         Ok(())
     }
 
@@ -607,10 +684,12 @@ impl CheckpointStore {
     }
 
     fn stopped(&self) -> Error {
-        let detail = self
-            .shared
-            .poisoned()
-            .unwrap_or_else(|| format!("checkpoints of run {}: the writer thread stopped", self.shared.run));
+        let detail = self.shared.poisoned().unwrap_or_else(|| {
+            format!(
+                "checkpoints of run {}: the writer thread stopped",
+                self.shared.run
+            )
+        });
         self.shared.set_poison(&detail);
         Error::Poisoned(detail)
     }
@@ -629,8 +708,10 @@ impl CheckpointStore {
 
     fn start(&self) -> Result<Pipeline> {
         let sh = &self.shared;
-        let packs = pack::list_packs(sh.readers.dir())
-            .map_err(|source| Error::Io { path: sh.readers.dir().to_path_buf(), source })?;
+        let packs = pack::list_packs(sh.readers.dir()).map_err(|source| Error::Io {
+            path: sh.readers.dir().to_path_buf(),
+            source,
+        })?;
         // Never append to a pack an earlier process wrote (its tail may be torn).
         let next_pack = packs.last().map_or(Some(1), |p| p.0.checked_add(1));
         let next_pack = next_pack.ok_or_else(|| Error::Corrupt {
@@ -641,7 +722,10 @@ impl CheckpointStore {
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(self.options.queue_chunks);
         let (w_tx, w_rx) = crossbeam_channel::bounded::<WriterMsg>(self.options.queue_chunks);
         let mut threads = Vec::new();
-        let spawn_err = |e: std::io::Error| Error::Io { path: sh.dir.clone(), source: e };
+        let spawn_err = |e: std::io::Error| Error::Io {
+            path: sh.dir.clone(),
+            source: e,
+        };
         let writer = Writer::new(sh.clone(), self.options.pack_target_bytes, next_pack);
         threads.push(
             std::thread::Builder::new()
@@ -650,7 +734,12 @@ impl CheckpointStore {
                 .map_err(spawn_err)?,
         );
         for i in 0..self.options.workers {
-            let (rx, tx, index, level) = (jobs_rx.clone(), w_tx.clone(), sh.chunks.clone(), self.options.compression);
+            let (rx, tx, index, level) = (
+                jobs_rx.clone(),
+                w_tx.clone(),
+                sh.chunks.clone(),
+                self.options.compression,
+            );
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("flor-ckpt-zstd-{i}"))
@@ -658,7 +747,11 @@ impl CheckpointStore {
                     .map_err(spawn_err)?,
             );
         }
-        Ok(Pipeline { jobs: jobs_tx, writer: w_tx, threads })
+        Ok(Pipeline {
+            jobs: jobs_tx,
+            writer: w_tx,
+            threads,
+        })
     }
 }
 
@@ -670,7 +763,10 @@ impl Drop for CheckpointStore {
 
 impl std::fmt::Debug for CheckpointStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointStore").field("run", &self.shared.run).field("dir", &self.shared.dir).finish()
+        f.debug_struct("CheckpointStore")
+            .field("run", &self.shared.run)
+            .field("dir", &self.shared.dir)
+            .finish()
     }
 }
 
@@ -678,7 +774,9 @@ fn check_run(run: &str) -> Result<()> {
     let ok = !run.is_empty()
         && run.len() <= 200
         && !run.starts_with('.')
-        && run.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        && run
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -691,10 +789,14 @@ fn check_run(run: &str) -> Result<()> {
 
 fn check_names(loop_path: &[(String, i64)], object: &str) -> Result<()> {
     if object.is_empty() {
-        return Err(Error::Input("a checkpointed object needs a non-empty name".into()));
+        return Err(Error::Input(
+            "a checkpointed object needs a non-empty name".into(),
+        ));
     }
     if loop_path.iter().any(|(n, _)| n.is_empty()) {
-        return Err(Error::Input(format!("checkpoint {object:?}: a loop name in the loop path is empty")));
+        return Err(Error::Input(format!(
+            "checkpoint {object:?}: a loop name in the loop path is empty"
+        )));
     }
     Ok(())
 }

@@ -101,7 +101,11 @@ impl Frame {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&head[4..]);
         crc.update(&payload);
-        Frame { head, payload, crc: crc.finalize().to_le_bytes() }
+        Frame {
+            head,
+            payload,
+            crc: crc.finalize().to_le_bytes(),
+        }
     }
 
     /// Length of the whole frame in bytes.
@@ -125,8 +129,12 @@ pub(crate) fn open_frame<'a>(
 ) -> Result<(Codec, &'a [u8]), String> {
     let body = check_crc(frame)?;
     let (&codec, rest) = body.split_first().ok_or("empty frame body")?;
-    let (raw_len, rest) = rest.split_first_chunk::<4>().ok_or("frame body too short")?;
-    let (hash, payload) = rest.split_first_chunk::<32>().ok_or("frame body too short")?;
+    let (raw_len, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or("frame body too short")?;
+    let (hash, payload) = rest
+        .split_first_chunk::<32>()
+        .ok_or("frame body too short")?;
     if u32::from_le_bytes(*raw_len) != expect_raw_len {
         return Err(format!(
             "frame holds {} raw bytes, the manifest expects {expect_raw_len}",
@@ -147,7 +155,10 @@ pub(crate) fn open_frame<'a>(
 /// Checks a frame's length field and checksum; returns its body.
 pub(crate) fn check_crc(frame: &[u8]) -> Result<&[u8], String> {
     if frame.len() < FRAME_OVERHEAD {
-        return Err(format!("frame of {} bytes is shorter than its {FRAME_OVERHEAD}-byte header", frame.len()));
+        return Err(format!(
+            "frame of {} bytes is shorter than its {FRAME_OVERHEAD}-byte header",
+            frame.len()
+        ));
     }
     let (len, rest) = frame.split_first_chunk::<4>().ok_or("frame too short")?;
     let (body, crc) = rest.split_last_chunk::<4>().ok_or("frame too short")?;
@@ -176,7 +187,10 @@ pub(crate) fn list_packs(packs_dir: &Path) -> std::io::Result<Vec<(u32, PathBuf,
     for e in std::fs::read_dir(packs_dir)? {
         let e = e?;
         let name = e.file_name();
-        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".pack")).and_then(|n| n.parse::<u32>().ok())
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".pack"))
+            .and_then(|n| n.parse::<u32>().ok())
         else {
             continue;
         };
@@ -219,7 +233,10 @@ impl PackWriter {
     /// the new file's directory entry durable.
     pub(crate) fn create(packs_dir: &Path, id: u32) -> std::io::Result<PackWriter> {
         let path = pack_path(packs_dir, id);
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         let mut file = BufWriter::with_capacity(1 << 20, file);
         file.write_all(PACK_MAGIC)?;
         file.write_all(&PACK_VERSION.to_le_bytes())?;
@@ -227,23 +244,38 @@ impl PackWriter {
         file.flush()?;
         file.get_ref().sync_all()?;
         sync_dir(packs_dir)?;
-        Ok(PackWriter { id, path, file, len: PACK_HEADER_LEN, written_back: 0 })
+        Ok(PackWriter {
+            id,
+            path,
+            file,
+            len: PACK_HEADER_LEN,
+            written_back: 0,
+        })
     }
 
     /// Appends a sealed frame given as consecutive parts; returns where it
     /// lies. Not durable until [`PackWriter::sync`].
     pub(crate) fn append(&mut self, parts: &[&[u8]]) -> std::io::Result<Loc> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let frame_len = u32::try_from(len)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
-        let loc = Loc { pack: self.id, offset: self.len, frame_len };
+        let frame_len = u32::try_from(len).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame over 4 GiB")
+        })?;
+        let loc = Loc {
+            pack: self.id,
+            offset: self.len,
+            frame_len,
+        };
         for p in parts {
             self.file.write_all(p)?;
         }
         self.len += u64::from(frame_len);
         if self.len - self.written_back >= WRITEBACK_EVERY {
             self.file.flush()?;
-            start_writeback(self.file.get_ref(), self.written_back, self.len - self.written_back);
+            start_writeback(
+                self.file.get_ref(),
+                self.written_back,
+                self.len - self.written_back,
+            );
             self.written_back = self.len;
         }
         Ok(loc)
@@ -268,7 +300,9 @@ impl PackWriter {
 #[cfg(target_os = "linux")]
 fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
     // SAFETY: the descriptor is open for as long as `file` is borrowed, and
     // sync_file_range only reads its arguments.
     unsafe {
@@ -287,7 +321,10 @@ pub(crate) struct PackReaders {
 
 impl PackReaders {
     pub(crate) fn new(dir: PathBuf) -> PackReaders {
-        PackReaders { dir, open: Mutex::new(HashMap::new()) }
+        PackReaders {
+            dir,
+            open: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Reads the frame at `loc` into `buf` (resized to the frame length).
@@ -312,7 +349,10 @@ impl PackReaders {
 
     /// Drops the cached handle of a pack about to be deleted.
     pub(crate) fn forget(&self, id: u32) {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 
     /// The pack directory.
@@ -359,8 +399,12 @@ mod tests {
         let f = frame(b"hello", Codec::Raw, 5, &h);
         assert_eq!(f.len(), FRAME_OVERHEAD + 5);
         assert_eq!(open_frame(&f, &h, 5).unwrap(), (Codec::Raw, &b"hello"[..]));
-        assert!(open_frame(&f, &[8u8; 32], 5).unwrap_err().contains("different chunk"));
-        assert!(open_frame(&f, &h, 6).unwrap_err().contains("manifest expects 6"));
+        assert!(open_frame(&f, &[8u8; 32], 5)
+            .unwrap_err()
+            .contains("different chunk"));
+        assert!(open_frame(&f, &h, 6)
+            .unwrap_err()
+            .contains("manifest expects 6"));
         for i in 0..f.len() {
             let mut g = f.clone();
             g[i] ^= 0x40;
@@ -372,7 +416,11 @@ mod tests {
 
     #[test]
     fn locs_round_trip() {
-        let l = Loc { pack: 7, offset: 1 << 40, frame_len: 99 };
+        let l = Loc {
+            pack: 7,
+            offset: 1 << 40,
+            frame_len: 99,
+        };
         assert_eq!(Loc::decode(&l.encode()), Some(l));
         assert_eq!(Loc::decode(&l.encode()[..15]), None);
         assert_eq!(Loc::decode(&Loc { frame_len: 3, ..l }.encode()), None);
@@ -382,8 +430,12 @@ mod tests {
     fn packs_append_and_read() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = PackWriter::create(dir.path(), 3).unwrap();
-        let a = w.append(&[&frame(b"abc", Codec::Raw, 3, &[1; 32])]).unwrap();
-        let b = w.append(&[&frame(b"defg", Codec::Raw, 4, &[2; 32])]).unwrap();
+        let a = w
+            .append(&[&frame(b"abc", Codec::Raw, 3, &[1; 32])])
+            .unwrap();
+        let b = w
+            .append(&[&frame(b"defg", Codec::Raw, 4, &[2; 32])])
+            .unwrap();
         w.sync().unwrap();
         assert_eq!(a.offset, PACK_HEADER_LEN);
         assert_eq!(b.offset, PACK_HEADER_LEN + a.frame_len as u64);
@@ -395,7 +447,13 @@ mod tests {
         let listed = list_packs(dir.path()).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!((listed[0].0, listed[0].2), (3, w.len()));
-        let past_end = Loc { offset: w.len(), ..b };
-        assert_eq!(r.read(past_end, &mut buf).unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+        let past_end = Loc {
+            offset: w.len(),
+            ..b
+        };
+        assert_eq!(
+            r.read(past_end, &mut buf).unwrap_err().kind(),
+            std::io::ErrorKind::UnexpectedEof
+        );
     }
 }

@@ -17,12 +17,19 @@ pub(crate) struct Job {
 }
 
 /// Runs one worker until the job channel closes.
-pub(crate) fn worker(jobs: Receiver<Job>, out: Sender<WriterMsg>, index: sled::Tree, level: Option<i32>) {
+pub(crate) fn worker(
+    jobs: Receiver<Job>,
+    out: Sender<WriterMsg>,
+    index: sled::Tree,
+    level: Option<i32>,
+) {
     let mut compressor = match level.map(zstd::bulk::Compressor::new).transpose() {
         Ok(c) => c,
         Err(e) => {
             // Poison the writer; keep draining so that callers never block.
-            let _ = out.send(WriterMsg::Failed { detail: format!("zstd compressor: {e}") });
+            let _ = out.send(WriterMsg::Failed {
+                detail: format!("zstd compressor: {e}"),
+            });
             for _ in jobs {}
             return;
         }
@@ -33,7 +40,9 @@ pub(crate) fn worker(jobs: Receiver<Job>, out: Sender<WriterMsg>, index: sled::T
         })) {
             Ok(Ok(msg)) => msg,
             Ok(Err(detail)) => WriterMsg::Failed { detail },
-            Err(_) => WriterMsg::Failed { detail: "a compression worker panicked".into() },
+            Err(_) => WriterMsg::Failed {
+                detail: "a compression worker panicked".into(),
+            },
         };
         if out.send(msg).is_err() {
             return;
@@ -46,16 +55,34 @@ fn process(
     index: &sled::Tree,
     compressor: Option<&mut zstd::bulk::Compressor<'static>>,
 ) -> Result<WriterMsg, String> {
-    let Job { seq, index: i, data } = job;
+    let Job {
+        seq,
+        index: i,
+        data,
+    } = job;
     let hash = *blake3::hash(&data).as_bytes();
     let raw_len = u32::try_from(data.len()).map_err(|_| "chunk over 4 GiB".to_string())?;
     let known = index.get(hash).map_err(|e| format!("index lookup: {e}"))?;
     if let Some(loc) = known.as_deref().and_then(Loc::decode) {
-        return Ok(WriterMsg::Chunk { seq, index: i, hash, raw_len, stored_len: loc.frame_len, frame: None });
+        return Ok(WriterMsg::Chunk {
+            seq,
+            index: i,
+            hash,
+            raw_len,
+            stored_len: loc.frame_len,
+            frame: None,
+        });
     }
     let frame = build_frame(data, &hash, raw_len, compressor)?;
     let stored_len = u32::try_from(frame.len()).map_err(|_| "frame over 4 GiB".to_string())?;
-    Ok(WriterMsg::Chunk { seq, index: i, hash, raw_len, stored_len, frame: Some(frame) })
+    Ok(WriterMsg::Chunk {
+        seq,
+        index: i,
+        hash,
+        raw_len,
+        stored_len,
+        frame: Some(frame),
+    })
 }
 
 /// Compresses `data` into a sealed frame; keeps it raw (without copying)
@@ -69,7 +96,9 @@ pub(crate) fn build_frame(
 ) -> Result<Frame, String> {
     if let Some(c) = compressor {
         let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
-        let n = c.compress_to_buffer(&data, &mut out).map_err(|e| format!("zstd compression: {e}"))?;
+        let n = c
+            .compress_to_buffer(&data, &mut out)
+            .map_err(|e| format!("zstd compression: {e}"))?;
         if n + data.len() / 32 < data.len() {
             return Ok(Frame::seal(Codec::Zstd, raw_len, hash, out));
         }

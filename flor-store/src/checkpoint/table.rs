@@ -34,7 +34,11 @@ pub fn checkpoints_schema() -> SchemaRef {
             Field::new("stored_bytes", DataType::UInt64, false),
             Field::new("chunks", DataType::UInt64, false),
             Field::new("new_bytes", DataType::UInt64, false),
-            Field::new("written_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new(
+                "written_at",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
         ]))
     })
     .clone()
@@ -47,17 +51,33 @@ pub fn checkpoints_schema() -> SchemaRef {
 pub fn checkpoints_batch(run: &str, infos: &[CheckpointInfo]) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(infos.iter().map(|_| run))),
-        Arc::new(StringArray::from_iter_values(infos.iter().map(|i| i.loop_path_text()))),
-        Arc::new(StringArray::from_iter_values(infos.iter().map(|i| i.object.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            infos.iter().map(|i| i.loop_path_text()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            infos.iter().map(|i| i.object.as_str()),
+        )),
         Arc::new(Int64Array::from_iter(infos.iter().map(|i| i.iteration()))),
-        Arc::new(UInt64Array::from_iter_values(infos.iter().map(|i| i.raw_bytes))),
-        Arc::new(UInt64Array::from_iter_values(infos.iter().map(|i| i.stored_bytes))),
-        Arc::new(UInt64Array::from_iter_values(infos.iter().map(|i| i.chunks))),
-        Arc::new(UInt64Array::from_iter_values(infos.iter().map(|i| i.new_bytes))),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(infos.iter().map(|i| i.written_at))),
+        Arc::new(UInt64Array::from_iter_values(
+            infos.iter().map(|i| i.raw_bytes),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            infos.iter().map(|i| i.stored_bytes),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            infos.iter().map(|i| i.chunks),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            infos.iter().map(|i| i.new_bytes),
+        )),
+        Arc::new(TimestampMicrosecondArray::from_iter_values(
+            infos.iter().map(|i| i.written_at),
+        )),
     ];
-    RecordBatch::try_new(checkpoints_schema(), columns)
-        .map_err(|e| Error::Format { path: run.into(), detail: e.to_string() })
+    RecordBatch::try_new(checkpoints_schema(), columns).map_err(|e| Error::Format {
+        path: run.into(),
+        detail: e.to_string(),
+    })
 }
 
 /// The run stems that have a checkpoint directory under `flor_dir`
@@ -74,7 +94,10 @@ pub fn list_runs(flor_dir: &Path) -> Result<Vec<String>> {
     };
     let mut runs = Vec::new();
     for e in rd {
-        let e = e.map_err(|source| Error::Io { path: root.clone(), source })?;
+        let e = e.map_err(|source| Error::Io {
+            path: root.clone(),
+            source,
+        })?;
         if e.path().join("index").is_dir() {
             if let Some(name) = e.file_name().to_str() {
                 runs.push(name.to_string());
@@ -114,7 +137,11 @@ pub fn checkpoints_table(flor_dir: &Path) -> Result<CheckpointsTable> {
             Err(e) => unavailable.push((run, e)),
         }
     }
-    let batch = arrow::compute::concat_batches(&checkpoints_schema(), &batches)
-        .map_err(|e| Error::Format { path: flor_dir.join("checkpoints"), detail: e.to_string() })?;
+    let batch = arrow::compute::concat_batches(&checkpoints_schema(), &batches).map_err(|e| {
+        Error::Format {
+            path: flor_dir.join("checkpoints"),
+            detail: e.to_string(),
+        }
+    })?;
     Ok(CheckpointsTable { batch, unavailable })
 }

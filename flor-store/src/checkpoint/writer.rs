@@ -32,14 +32,29 @@ pub(crate) enum WriterMsg {
         written_at: i64,
     },
     /// A chunk is ready: `frame` is `None` when the index already holds it.
-    Chunk { seq: u64, index: u32, hash: [u8; 32], raw_len: u32, stored_len: u32, frame: Option<Frame> },
+    Chunk {
+        seq: u64,
+        index: u32,
+        hash: [u8; 32],
+        raw_len: u32,
+        stored_len: u32,
+        frame: Option<Frame>,
+    },
     /// A save has sent all its `chunks`.
-    End { seq: u64, chunks: u32, raw_len: u64, hash: [u8; 32] },
+    End {
+        seq: u64,
+        chunks: u32,
+        raw_len: u64,
+        hash: [u8; 32],
+    },
     /// A worker failed; poisons the writer.
     Failed { detail: String },
     /// Answer once every save with a sequence number below `upto` is
     /// committed (durable), or with the failure that poisoned the writer.
-    Flush { upto: u64, ack: Sender<Result<(), String>> },
+    Flush {
+        upto: u64,
+        ack: Sender<Result<(), String>>,
+    },
     /// Run garbage collection (no save may be in flight).
     Gc { ack: Sender<crate::Result<GcStats>> },
 }
@@ -119,7 +134,13 @@ impl Writer {
             return;
         }
         let r = match msg {
-            WriterMsg::Begin { seq, key, loop_path, object, written_at } => {
+            WriterMsg::Begin {
+                seq,
+                key,
+                loop_path,
+                object,
+                written_at,
+            } => {
                 let p = Pending {
                     key,
                     loop_path,
@@ -133,15 +154,27 @@ impl Writer {
                 self.objects.insert(seq, p);
                 Ok(())
             }
-            WriterMsg::Chunk { seq, index, hash, raw_len, stored_len, frame } => {
-                self.chunk(seq, index, hash, raw_len, stored_len, frame)
-            }
-            WriterMsg::End { seq, chunks, raw_len, hash } => match self.objects.get_mut(&seq) {
+            WriterMsg::Chunk {
+                seq,
+                index,
+                hash,
+                raw_len,
+                stored_len,
+                frame,
+            } => self.chunk(seq, index, hash, raw_len, stored_len, frame),
+            WriterMsg::End {
+                seq,
+                chunks,
+                raw_len,
+                hash,
+            } => match self.objects.get_mut(&seq) {
                 Some(p) if p.refs.len() <= chunks as usize => {
                     p.end = Some((chunks, raw_len, hash));
                     Ok(())
                 }
-                _ => Err(format!("internal: end of unknown or inconsistent save #{seq}")),
+                _ => Err(format!(
+                    "internal: end of unknown or inconsistent save #{seq}"
+                )),
             },
             WriterMsg::Failed { detail } => Err(detail),
             WriterMsg::Flush { upto, ack } => {
@@ -156,9 +189,9 @@ impl Writer {
                 self.commit_ready();
                 let r = match &self.poisoned {
                     Some(p) => Err(crate::Error::Poisoned(p.clone())),
-                    None if !self.objects.is_empty() => {
-                        Err(crate::Error::Input("internal: gc while saves are in flight".into()))
-                    }
+                    None if !self.objects.is_empty() => Err(crate::Error::Input(
+                        "internal: gc while saves are in flight".into(),
+                    )),
                     None => self.collect(),
                 };
                 // A failed durable write poisons; damaged data changed nothing.
@@ -203,7 +236,14 @@ impl Writer {
         if p.refs.len() <= i {
             p.refs.resize(i + 1, None);
         }
-        if p.refs[i].replace(ChunkRef { hash, raw_len, stored_len }).is_some() {
+        if p.refs[i]
+            .replace(ChunkRef {
+                hash,
+                raw_len,
+                stored_len,
+            })
+            .is_some()
+        {
             return Err(format!("internal: chunk {i} of save #{seq} arrived twice"));
         }
         p.received += 1;
@@ -213,16 +253,21 @@ impl Writer {
 
     /// The index entry of `hash`, if any.
     fn indexed(&self, hash: &[u8; 32]) -> Result<Option<Loc>, String> {
-        let v = self.shared.chunks.get(hash).map_err(|e| {
-            format!("index lookup in {}: {e}", self.shared.index_path.display())
-        })?;
+        let v =
+            self.shared.chunks.get(hash).map_err(|e| {
+                format!("index lookup in {}: {e}", self.shared.index_path.display())
+            })?;
         Ok(v.as_deref().and_then(Loc::decode))
     }
 
     /// Appends a sealed frame to the active pack, starting a new pack when
     /// there is none or it has reached the target size.
     pub(super) fn append(&mut self, frame: &[&[u8]]) -> Result<Loc, String> {
-        if self.pack.as_ref().is_some_and(|p| p.len() >= self.pack_target) {
+        if self
+            .pack
+            .as_ref()
+            .is_some_and(|p| p.len() >= self.pack_target)
+        {
             if let Some(full) = self.pack.take() {
                 self.rolled.push(full);
             }
@@ -232,19 +277,24 @@ impl Writer {
             None => {
                 let id = self.next_pack;
                 let p = PackWriter::create(self.shared.readers.dir(), id).map_err(|e| {
-                    format!("creating pack {}: {e}", super::pack::pack_path(self.shared.readers.dir(), id).display())
+                    format!(
+                        "creating pack {}: {e}",
+                        super::pack::pack_path(self.shared.readers.dir(), id).display()
+                    )
                 })?;
                 self.next_pack = id.checked_add(1).ok_or("pack ids exhausted")?;
                 self.pack.insert(p)
             }
         };
-        pack.append(frame).map_err(|e| format!("appending to pack {}: {e}", pack.path.display()))
+        pack.append(frame)
+            .map_err(|e| format!("appending to pack {}: {e}", pack.path.display()))
     }
 
     /// Makes every pack written since the last commit durable.
     pub(super) fn sync_packs(&mut self) -> Result<(), String> {
         for p in self.rolled.iter_mut().chain(self.pack.as_mut()) {
-            p.sync().map_err(|e| format!("fsync of pack {}: {e}", p.path.display()))?;
+            p.sync()
+                .map_err(|e| format!("fsync of pack {}: {e}", p.path.display()))?;
         }
         self.rolled.clear();
         Ok(())
@@ -286,7 +336,9 @@ impl Writer {
 
     fn commit(&mut self, n: usize) -> Result<(), String> {
         let index_path = self.shared.index_path.clone();
-        let sled_err = |what: &str, e: sled::Error| format!("{what} in checkpoint index {}: {e}", index_path.display());
+        let sled_err = |what: &str, e: sled::Error| {
+            format!("{what} in checkpoint index {}: {e}", index_path.display())
+        };
         // 1. Chunk bytes durable.
         self.sync_packs()?;
         // 2. Index entries durable.
@@ -295,14 +347,22 @@ impl Writer {
             for (hash, loc) in &self.unindexed {
                 batch.insert(&hash[..], &loc.encode()[..]);
             }
-            self.shared.chunks.apply_batch(batch).map_err(|e| sled_err("inserting chunks", e))?;
-            self.shared.db.flush().map_err(|e| sled_err("flushing", e))?;
+            self.shared
+                .chunks
+                .apply_batch(batch)
+                .map_err(|e| sled_err("inserting chunks", e))?;
+            self.shared
+                .db
+                .flush()
+                .map_err(|e| sled_err("flushing", e))?;
             self.unindexed.clear();
         }
         // 3. Manifests durable.
         let mut batch = sled::Batch::default();
         for _ in 0..n {
-            let Some((seq, p)) = self.objects.pop_first() else { break };
+            let Some((seq, p)) = self.objects.pop_first() else {
+                break;
+            };
             let Some((_, raw_len, hash)) = p.end else {
                 return Err(format!("internal: committing unfinished save #{seq}"));
             };
@@ -318,10 +378,20 @@ impl Writer {
                 new_bytes: p.new_bytes,
                 chunks,
             };
-            batch.insert(p.key, m.encode().map_err(|e| format!("internal: encoding a manifest: {e}"))?);
+            batch.insert(
+                p.key,
+                m.encode()
+                    .map_err(|e| format!("internal: encoding a manifest: {e}"))?,
+            );
         }
-        self.shared.manifests.apply_batch(batch).map_err(|e| sled_err("inserting manifests", e))?;
-        self.shared.db.flush().map_err(|e| sled_err("flushing", e))?;
+        self.shared
+            .manifests
+            .apply_batch(batch)
+            .map_err(|e| sled_err("inserting manifests", e))?;
+        self.shared
+            .db
+            .flush()
+            .map_err(|e| sled_err("flushing", e))?;
         self.committed += n as u64;
         Ok(())
     }

@@ -38,7 +38,10 @@ pub(crate) fn bytes(seed: u64, len: usize, random: bool) -> Vec<u8> {
 }
 
 fn packs(store_dir: &Path) -> Vec<PathBuf> {
-    let mut p: Vec<_> = std::fs::read_dir(store_dir.join("packs")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut p: Vec<_> = std::fs::read_dir(store_dir.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     p.sort();
     p
 }
@@ -52,22 +55,43 @@ fn round_trips_lists_and_replaces() {
     let optim = bytes(2, 200_000, false);
     s.save(&at(&[("epoch", 0)]), "model", &model).unwrap();
     s.save(&at(&[("epoch", 0)]), "optimizer", &optim).unwrap();
-    s.save(&at(&[("epoch", 1), ("step", 7)]), "model", b"tiny").unwrap();
+    s.save(&at(&[("epoch", 1), ("step", 7)]), "model", b"tiny")
+        .unwrap();
     s.save(&[], "rng", b"").unwrap();
     assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), model);
     assert_eq!(s.load(&at(&[("epoch", 0)]), "optimizer").unwrap(), optim);
-    assert_eq!(s.load(&at(&[("epoch", 1), ("step", 7)]), "model").unwrap(), b"tiny");
+    assert_eq!(
+        s.load(&at(&[("epoch", 1), ("step", 7)]), "model").unwrap(),
+        b"tiny"
+    );
     assert_eq!(s.load(&[], "rng").unwrap(), b"");
 
     match s.load(&at(&[("epoch", 2)]), "model") {
-        Err(Error::CheckpointMissing { run, object, loop_path }) => {
-            assert_eq!((run.as_str(), object.as_str(), loop_path.as_str()), (RUN, "model", "epoch=2"));
+        Err(Error::CheckpointMissing {
+            run,
+            object,
+            loop_path,
+        }) => {
+            assert_eq!(
+                (run.as_str(), object.as_str(), loop_path.as_str()),
+                (RUN, "model", "epoch=2")
+            );
         }
         other => panic!("expected CheckpointMissing, got {other:?}"),
     }
 
     let list = s.list().unwrap();
-    let rows: Vec<_> = list.iter().map(|c| (c.loop_path_text(), c.object.as_str(), c.raw_bytes, c.iteration())).collect();
+    let rows: Vec<_> = list
+        .iter()
+        .map(|c| {
+            (
+                c.loop_path_text(),
+                c.object.as_str(),
+                c.raw_bytes,
+                c.iteration(),
+            )
+        })
+        .collect();
     assert_eq!(
         rows,
         vec![
@@ -100,9 +124,12 @@ fn the_checkpoints_table() {
     let dir = tempfile::tempdir().unwrap();
     let other = "1700000000000001-0000000000000002";
     let s = CheckpointStore::open(dir.path(), RUN).unwrap();
-    s.save(&at(&[("epoch", 0)]), "model", &bytes(1, 20_000, true)).unwrap();
-    s.save(&at(&[("epoch", 1)]), "model", &bytes(1, 20_000, true)).unwrap();
-    s.save(&at(&[("epoch", 1), ("step", 3)]), "optimizer", &[7u8; 100]).unwrap();
+    s.save(&at(&[("epoch", 0)]), "model", &bytes(1, 20_000, true))
+        .unwrap();
+    s.save(&at(&[("epoch", 1)]), "model", &bytes(1, 20_000, true))
+        .unwrap();
+    s.save(&at(&[("epoch", 1), ("step", 3)]), "optimizer", &[7u8; 100])
+        .unwrap();
     s.close().unwrap();
     let t = CheckpointStore::open(dir.path(), other).unwrap();
     t.save(&[], "rng", b"state").unwrap();
@@ -112,7 +139,11 @@ fn the_checkpoints_table() {
     let table = checkpoints_table(dir.path()).unwrap();
     assert_eq!(table.unavailable.len(), 1);
     assert_eq!(table.unavailable[0].0, other);
-    assert!(matches!(table.unavailable[0].1, Error::CheckpointLocked { .. }), "{:?}", table.unavailable[0].1);
+    assert!(
+        matches!(table.unavailable[0].1, Error::CheckpointLocked { .. }),
+        "{:?}",
+        table.unavailable[0].1
+    );
     drop(t);
 
     let table = checkpoints_table(dir.path()).unwrap();
@@ -140,13 +171,20 @@ fn the_checkpoints_table() {
 fn byte_strings_up_to_64_mib_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let cdc = CheckpointStore::open(dir.path(), RUN).unwrap();
-    let fixed_opts = CheckpointOptions { chunking: Chunking::Fixed { size: 10_000 }, compression: None, ..Default::default() };
+    let fixed_opts = CheckpointOptions {
+        chunking: Chunking::Fixed { size: 10_000 },
+        compression: None,
+        ..Default::default()
+    };
     let fixed = CheckpointStore::open_with(dir.path(), "fixed-chunks", fixed_opts).unwrap();
     // The edges, always: nothing, and exactly 64 MiB.
     for (i, len) in [0usize, 64 << 20].into_iter().enumerate() {
         let data = bytes(i as u64, len, true);
         cdc.save(&at(&[("edge", i as i64)]), "blob", &data).unwrap();
-        assert!(cdc.load(&at(&[("edge", i as i64)]), "blob").unwrap() == data, "{len} bytes");
+        assert!(
+            cdc.load(&at(&[("edge", i as i64)]), "blob").unwrap() == data,
+            "{len} bytes"
+        );
     }
     let case = std::sync::atomic::AtomicI64::new(0);
     let sizes = prop_oneof![
@@ -155,7 +193,11 @@ fn byte_strings_up_to_64_mib_round_trip() {
         1 => (16usize << 20)..=(64 << 20),
         1 => Just(64usize << 20),
     ];
-    let cfg = ProptestConfig { cases: 40, failure_persistence: None, ..ProptestConfig::default() };
+    let cfg = ProptestConfig {
+        cases: 40,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
     proptest!(cfg, |(len in sizes, seed in any::<u64>(), random in any::<bool>(), use_fixed in any::<bool>())| {
         let data = bytes(seed, len, random);
         let s = if use_fixed { &fixed } else { &cdc };
@@ -189,7 +231,10 @@ fn a_one_percent_change_costs_under_15_percent() {
         b[blk * 4096..(blk + 1) * 4096].copy_from_slice(&bytes(blk as u64, 4096, true));
     }
     let differing = a.iter().zip(&b).filter(|(p, q)| p != q).count();
-    assert!(differing > MIB * 99 / 100 && differing <= MIB, "{differing} bytes differ");
+    assert!(
+        differing > MIB * 99 / 100 && differing <= MIB,
+        "{differing} bytes differ"
+    );
 
     s.save(&at(&[("epoch", 0)]), "model", &a).unwrap();
     s.flush().unwrap();
@@ -198,12 +243,17 @@ fn a_one_percent_change_costs_under_15_percent() {
     s.flush().unwrap();
     let two = s.disk_usage().unwrap();
     let ratio = two.pack_bytes as f64 / one.pack_bytes as f64;
-    let with_index = (two.pack_bytes + two.index_bytes) as f64 / (one.pack_bytes + one.index_bytes) as f64;
+    let with_index =
+        (two.pack_bytes + two.index_bytes) as f64 / (one.pack_bytes + one.index_bytes) as f64;
     eprintln!(
         "dedup: one checkpoint {} pack bytes ({} index), two {} ({} index): {ratio:.4}× packs, {with_index:.4}× with index",
         one.pack_bytes, one.index_bytes, two.pack_bytes, two.index_bytes
     );
-    assert!(one.pack_bytes >= 100 * MIB as u64, "random data must not shrink: {}", one.pack_bytes);
+    assert!(
+        one.pack_bytes >= 100 * MIB as u64,
+        "random data must not shrink: {}",
+        one.pack_bytes
+    );
     assert!(ratio <= 1.15, "two checkpoints take {ratio:.4}× one");
     // The manifests account for exactly the pack growth.
     let list = s.list().unwrap();
@@ -225,32 +275,60 @@ fn damage_is_reported_by_name() {
         let s = CheckpointStore::open(dir.path(), RUN).unwrap();
         s.save(&key, "model", &data).unwrap();
         s.flush().unwrap(); // the model's frames come first in the pack
-        s.save(&at(&[("epoch", 4)]), "other", &bytes(8, 50_000, true)).unwrap();
+        s.save(&at(&[("epoch", 4)]), "other", &bytes(8, 50_000, true))
+            .unwrap();
         s.close().unwrap();
     }
     let store_dir = dir.path().join("checkpoints").join(RUN);
     let pack = packs(&store_dir).remove(0);
     let original = std::fs::read(&pack).unwrap();
-    let model_end = 16 + CheckpointStore::open(dir.path(), RUN).unwrap().list().unwrap()[0].stored_bytes as usize;
+    let model_end = 16
+        + CheckpointStore::open(dir.path(), RUN)
+            .unwrap()
+            .list()
+            .unwrap()[0]
+            .stored_bytes as usize;
 
     let expect_damaged = |what: &str| {
         let s = CheckpointStore::open(dir.path(), RUN).unwrap();
         match s.load(&key, "model") {
             Err(e @ Error::CheckpointDamaged { .. }) => {
-                let Error::CheckpointDamaged { run, object, loop_path, detail } = &e else { unreachable!() };
-                assert_eq!((run.as_str(), object.as_str(), loop_path.as_str()), (RUN, "model", "epoch=3"), "{what}");
+                let Error::CheckpointDamaged {
+                    run,
+                    object,
+                    loop_path,
+                    detail,
+                } = &e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    (run.as_str(), object.as_str(), loop_path.as_str()),
+                    (RUN, "model", "epoch=3"),
+                    "{what}"
+                );
                 assert!(detail.contains("chunk "), "{what}: {detail}");
                 let msg = e.to_string();
-                assert!(msg.contains(RUN) && msg.contains("\"model\"") && msg.contains("epoch=3"), "{msg}");
+                assert!(
+                    msg.contains(RUN) && msg.contains("\"model\"") && msg.contains("epoch=3"),
+                    "{msg}"
+                );
             }
             other => panic!("{what}: expected CheckpointDamaged, got {other:?}"),
         }
         // The damage stays local: the other checkpoint still loads.
-        assert_eq!(s.load(&at(&[("epoch", 4)]), "other").unwrap(), bytes(8, 50_000, true), "{what}");
+        assert_eq!(
+            s.load(&at(&[("epoch", 4)]), "other").unwrap(),
+            bytes(8, 50_000, true),
+            "{what}"
+        );
     };
     // Every byte of the model's frames is covered: lengths, codec, hash,
     // payload and checksum (sampled with a stride to keep the test fast).
-    for pos in (16..model_end).step_by(997).chain([16, 17, 20, 21, 60, model_end - 1]) {
+    for pos in (16..model_end)
+        .step_by(997)
+        .chain([16, 17, 20, 21, 60, model_end - 1])
+    {
         let mut damaged = original.clone();
         damaged[pos] ^= 0x01;
         std::fs::write(&pack, &damaged).unwrap();
@@ -259,13 +337,19 @@ fn damage_is_reported_by_name() {
     std::fs::write(&pack, &original[..model_end - 10]).unwrap();
     {
         let s = CheckpointStore::open(dir.path(), RUN).unwrap();
-        assert!(matches!(s.load(&key, "model"), Err(Error::CheckpointDamaged { .. })), "truncated pack");
+        assert!(
+            matches!(s.load(&key, "model"), Err(Error::CheckpointDamaged { .. })),
+            "truncated pack"
+        );
     }
     std::fs::remove_file(&pack).unwrap();
     {
         let s = CheckpointStore::open(dir.path(), RUN).unwrap();
         let e = s.load(&key, "model").unwrap_err();
-        assert!(matches!(e, Error::CheckpointDamaged { .. }), "missing pack: {e:?}");
+        assert!(
+            matches!(e, Error::CheckpointDamaged { .. }),
+            "missing pack: {e:?}"
+        );
         assert!(e.to_string().contains("No such file"), "{e}");
     }
     std::fs::write(&pack, &original).unwrap();
@@ -276,11 +360,15 @@ fn damage_is_reported_by_name() {
 #[test]
 fn gc_drops_only_unreferenced_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = CheckpointOptions { pack_target_bytes: 1 << 20, ..Default::default() };
+    let opts = CheckpointOptions {
+        pack_target_bytes: 1 << 20,
+        ..Default::default()
+    };
     let s = CheckpointStore::open_with(dir.path(), RUN, opts).unwrap();
     let keep = bytes(1, 3 << 20, true);
     s.save(&at(&[("epoch", 0)]), "model", &keep).unwrap();
-    s.save(&at(&[("epoch", 1)]), "model", &bytes(2, 3 << 20, true)).unwrap();
+    s.save(&at(&[("epoch", 1)]), "model", &bytes(2, 3 << 20, true))
+        .unwrap();
     s.flush().unwrap();
     assert_eq!(s.gc().unwrap().chunks_removed, 0);
     // Replace epoch 1: its old chunks become garbage.
@@ -294,12 +382,18 @@ fn gc_drops_only_unreferenced_chunks() {
     assert!(stats.chunks_removed > 100, "{stats:?}");
     assert_eq!(stats.bytes_before, before.pack_bytes);
     assert_eq!(stats.bytes_after, after.pack_bytes);
-    assert!(after.pack_bytes < before.pack_bytes - (2 << 20), "{before:?} → {after:?}");
+    assert!(
+        after.pack_bytes < before.pack_bytes - (2 << 20),
+        "{before:?} → {after:?}"
+    );
     assert_eq!(after.chunks, before.chunks - stats.chunks_removed);
     let live: u64 = s.list().unwrap().iter().map(|c| c.stored_bytes).sum();
     // Packs at least half live are kept as they are: at most the two packs
     // where live and dead chunks meet keep some garbage.
-    assert!(after.pack_bytes <= live + (2 << 20), "{after:?} vs {live} live");
+    assert!(
+        after.pack_bytes <= live + (2 << 20),
+        "{after:?} vs {live} live"
+    );
     assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), keep);
     assert_eq!(s.load(&at(&[("epoch", 1)]), "model").unwrap(), replaced);
     // Writing after a collection works, and nothing more is garbage.
@@ -319,13 +413,28 @@ fn one_process_per_run_and_bad_input() {
         other => panic!("expected CheckpointLocked, got {other:?}"),
     }
     for bad in ["", "../escape", ".hidden", "a/b", "sp ace"] {
-        assert!(matches!(CheckpointStore::open(dir.path(), bad), Err(Error::Input(_))), "{bad:?}");
+        assert!(
+            matches!(CheckpointStore::open(dir.path(), bad), Err(Error::Input(_))),
+            "{bad:?}"
+        );
     }
     assert!(matches!(s.save(&[], "", b"x"), Err(Error::Input(_))));
-    assert!(matches!(s.save(&at(&[("", 1)]), "m", b"x"), Err(Error::Input(_))));
-    let bad = CheckpointOptions { compression: Some(99), ..Default::default() };
-    assert!(matches!(CheckpointStore::open_with(dir.path(), "other", bad), Err(Error::Input(_))));
-    assert_eq!(loop_path_text(&at(&[("epoch", 3), ("step", -1)])), "epoch=3/step=-1");
+    assert!(matches!(
+        s.save(&at(&[("", 1)]), "m", b"x"),
+        Err(Error::Input(_))
+    ));
+    let bad = CheckpointOptions {
+        compression: Some(99),
+        ..Default::default()
+    };
+    assert!(matches!(
+        CheckpointStore::open_with(dir.path(), "other", bad),
+        Err(Error::Input(_))
+    ));
+    assert_eq!(
+        loop_path_text(&at(&[("epoch", 3), ("step", -1)])),
+        "epoch=3/step=-1"
+    );
 }
 
 /// After a failed write the store refuses further work until reopened.
@@ -334,18 +443,37 @@ fn a_failed_write_poisons_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let s = CheckpointStore::open(dir.path(), RUN).unwrap();
     s.gc().unwrap(); // starts the writer: it will create pack 1
-    // Occupy the name of the pack the writer is about to create.
+                     // Occupy the name of the pack the writer is about to create.
     std::fs::create_dir(s.path().join("packs").join("0000000001.pack")).unwrap();
     s.save(&at(&[("epoch", 0)]), "model", b"abc").unwrap();
     let e = s.flush().unwrap_err();
     assert!(matches!(e, Error::Poisoned(_)), "{e:?}");
-    assert!(e.to_string().contains("0000000001.pack") && e.to_string().contains(RUN), "{e}");
-    assert!(matches!(s.save(&at(&[("epoch", 1)]), "model", b"abc"), Err(Error::Poisoned(_))));
-    assert!(matches!(s.load(&at(&[("epoch", 0)]), "model"), Err(Error::Poisoned(_))));
+    assert!(
+        e.to_string().contains("0000000001.pack") && e.to_string().contains(RUN),
+        "{e}"
+    );
+    assert!(matches!(
+        s.save(&at(&[("epoch", 1)]), "model", b"abc"),
+        Err(Error::Poisoned(_))
+    ));
+    assert!(matches!(
+        s.load(&at(&[("epoch", 0)]), "model"),
+        Err(Error::Poisoned(_))
+    ));
     assert!(s.close().is_err());
-    std::fs::remove_dir(dir.path().join("checkpoints").join(RUN).join("packs").join("0000000001.pack")).unwrap();
+    std::fs::remove_dir(
+        dir.path()
+            .join("checkpoints")
+            .join(RUN)
+            .join("packs")
+            .join("0000000001.pack"),
+    )
+    .unwrap();
     let s = CheckpointStore::open(dir.path(), RUN).unwrap();
-    assert!(matches!(s.load(&at(&[("epoch", 0)]), "model"), Err(Error::CheckpointMissing { .. })));
+    assert!(matches!(
+        s.load(&at(&[("epoch", 0)]), "model"),
+        Err(Error::CheckpointMissing { .. })
+    ));
     s.save(&at(&[("epoch", 0)]), "model", b"abc").unwrap();
     assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), b"abc");
 }
@@ -360,7 +488,8 @@ fn concurrent_savers() {
             sc.spawn(move || {
                 for i in 0..10 {
                     let data = bytes(t * 100 + i, 50_000 + i as usize * 1000, i % 2 == 0);
-                    s.save(&at(&[("epoch", i as i64)]), &format!("obj{t}"), &data).unwrap();
+                    s.save(&at(&[("epoch", i as i64)]), &format!("obj{t}"), &data)
+                        .unwrap();
                 }
             });
         }
@@ -368,7 +497,11 @@ fn concurrent_savers() {
     for t in 0..4u64 {
         for i in 0..10 {
             let data = bytes(t * 100 + i, 50_000 + i as usize * 1000, i % 2 == 0);
-            assert_eq!(s.load(&at(&[("epoch", i as i64)]), &format!("obj{t}")).unwrap(), data);
+            assert_eq!(
+                s.load(&at(&[("epoch", i as i64)]), &format!("obj{t}"))
+                    .unwrap(),
+                data
+            );
         }
     }
     assert_eq!(s.list().unwrap().len(), 40);
@@ -402,8 +535,17 @@ fn damaged_manifests_and_index_entries_are_named() {
         db.flush().unwrap();
     };
     let damaged = |what: &str, e: Error| match e {
-        Error::CheckpointDamaged { run, object, loop_path, detail } => {
-            assert_eq!((run.as_str(), object.as_str(), loop_path.as_str()), (RUN, "model", "epoch=2"), "{what}: {detail}");
+        Error::CheckpointDamaged {
+            run,
+            object,
+            loop_path,
+            detail,
+        } => {
+            assert_eq!(
+                (run.as_str(), object.as_str(), loop_path.as_str()),
+                (RUN, "model", "epoch=2"),
+                "{what}: {detail}"
+            );
         }
         other => panic!("{what}: expected CheckpointDamaged, got {other:?}"),
     };
@@ -411,15 +553,28 @@ fn damaged_manifests_and_index_entries_are_named() {
     // The manifest of epoch 2 (the larger key) loses its last byte.
     let last_key = {
         let db = open_index(&index);
-        db.open_tree("manifests").unwrap().last().unwrap().unwrap().0
+        db.open_tree("manifests")
+            .unwrap()
+            .last()
+            .unwrap()
+            .unwrap()
+            .0
     };
-    edit("manifests", &|k, v| (k == &last_key[..]).then(|| v[..v.len() - 1].to_vec()));
+    edit("manifests", &|k, v| {
+        (k == &last_key[..]).then(|| v[..v.len() - 1].to_vec())
+    });
     {
         let s = CheckpointStore::open(dir.path(), RUN).unwrap();
-        damaged("truncated manifest", s.load(&at(&[("epoch", 2)]), "model").unwrap_err());
+        damaged(
+            "truncated manifest",
+            s.load(&at(&[("epoch", 2)]), "model").unwrap_err(),
+        );
         damaged("listing a truncated manifest", s.list().unwrap_err());
         assert_eq!(s.load(&at(&[("epoch", 1)]), "model").unwrap(), data);
-        assert!(s.gc().is_err(), "gc must not run past a manifest it cannot read");
+        assert!(
+            s.gc().is_err(),
+            "gc must not run past a manifest it cannot read"
+        );
     }
     edit("manifests", &|_, _| None);
 
@@ -435,7 +590,10 @@ fn damaged_manifests_and_index_entries_are_named() {
         Some(v)
     });
     let s = CheckpointStore::open(dir.path(), RUN).unwrap();
-    damaged("shifted index entry", s.load(&at(&[("epoch", 2)]), "model").unwrap_err());
+    damaged(
+        "shifted index entry",
+        s.load(&at(&[("epoch", 2)]), "model").unwrap_err(),
+    );
 }
 
 /// Opens a run's sled index directly, waiting (up to 3 s) for this
@@ -445,7 +603,10 @@ fn open_index(index: &std::path::Path) -> sled::Db {
     loop {
         match sled::open(index) {
             Ok(db) => return db,
-            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("could not acquire lock") => {
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && e.to_string().contains("could not acquire lock") =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => panic!("cannot open {}: {e}", index.display()),
@@ -466,16 +627,39 @@ fn recipes_read_the_packs_without_the_database() {
     // While the store stays open (it holds the database), the recipe reads
     // the same bytes, here through a JSON round trip as a worker gets it.
     let r = s.recipe(&key, "model").unwrap();
-    assert_eq!((r.run.as_str(), r.object.as_str(), r.loop_path.clone(), r.raw_len), (RUN, "model", key.clone(), data.len() as u64));
+    assert_eq!(
+        (
+            r.run.as_str(),
+            r.object.as_str(),
+            r.loop_path.clone(),
+            r.raw_len
+        ),
+        (RUN, "model", key.clone(), data.len() as u64)
+    );
     let r: Recipe = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
     assert_eq!(load_recipe(&r, 1).unwrap(), data);
     assert_eq!(load_recipe(&r, 4).unwrap(), data);
-    assert_eq!(load_recipe(&s.recipe(&key, "empty").unwrap(), 2).unwrap(), b"");
-    assert!(matches!(s.recipe(&key, "absent"), Err(Error::CheckpointMissing { .. })));
+    assert_eq!(
+        load_recipe(&s.recipe(&key, "empty").unwrap(), 2).unwrap(),
+        b""
+    );
+    assert!(matches!(
+        s.recipe(&key, "absent"),
+        Err(Error::CheckpointMissing { .. })
+    ));
     // A damaged recipe or pack is named, never returned.
     let named = |what: &str, r: &Recipe| match load_recipe(r, 2) {
-        Err(Error::CheckpointDamaged { run, object, loop_path, detail }) => {
-            assert_eq!((run.as_str(), object.as_str(), loop_path.as_str()), (RUN, "model", "epoch=2"), "{what}: {detail}");
+        Err(Error::CheckpointDamaged {
+            run,
+            object,
+            loop_path,
+            detail,
+        }) => {
+            assert_eq!(
+                (run.as_str(), object.as_str(), loop_path.as_str()),
+                (RUN, "model", "epoch=2"),
+                "{what}: {detail}"
+            );
         }
         other => panic!("{what}: expected CheckpointDamaged, got {other:?}"),
     };

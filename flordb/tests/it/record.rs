@@ -224,6 +224,59 @@ fn sigkill_loses_at_most_one_flush_interval() {
     }
 }
 
+/// A process opening the store recovers dead writers' WALs while others
+/// create theirs: it must never take (and delete) a WAL still being created.
+#[test]
+fn recovery_never_takes_a_wal_being_created() {
+    use flordb::core::{RunKey, Source};
+    use flordb::store::wal::{RunMeta, WalWriter};
+    let (_d, root) = repo();
+    let wal_dir = root.join(".flor/wal");
+    std::fs::create_dir_all(&wal_dir).expect("wal dir");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let recoverer = s.spawn(|| {
+            let mut opens = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let store = Store::open(&root).expect("open");
+                assert!(store.recovered().is_empty(), "recovered a live writer's WAL: {:?}", store.recovered());
+                opens += 1;
+            }
+            opens
+        });
+        let mut writers = Vec::new();
+        for i in 0..300 {
+            let meta = RunMeta { projid: "p".into(), filename: "t.py".into(), key: RunKey::new(), source: Source::Forward, writer: i };
+            let w = WalWriter::create(&wal_dir, &meta).expect("create");
+            let back = w.read_back().expect("the WAL is still where its writer put it");
+            assert_eq!(back.meta.as_ref(), Some(&meta));
+            writers.push(w);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(recoverer.join().expect("recoverer") > 0);
+        assert_eq!(std::fs::read_dir(&wal_dir).expect("ls").count(), 300, "every live WAL survived");
+    });
+}
+
+/// A `.wal.new` (a WAL whose creation a kill interrupted) is removed by
+/// recovery only when nobody holds it and it is over a minute old.
+#[test]
+fn a_stale_half_created_wal_is_removed_and_a_fresh_one_kept() {
+    let (_d, root) = repo();
+    let wal_dir = root.join(".flor/wal");
+    std::fs::create_dir_all(&wal_dir).expect("wal dir");
+    let fresh = wal_dir.join("1-00000000000000aa.00000000000000bb.wal.new");
+    let stale = wal_dir.join("2-00000000000000aa.00000000000000bb.wal.new");
+    std::fs::write(&fresh, b"FLOR").expect("write");
+    let f = std::fs::File::create(&stale).expect("create");
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(120)).expect("mtime");
+    drop(f);
+    let store = Store::open(&root).expect("open");
+    assert!(store.recovered().is_empty() && store.recovery_errors().is_empty());
+    assert!(fresh.exists(), "a WAL being created right now is left alone");
+    assert!(!stale.exists(), "an abandoned half-created WAL is removed");
+}
+
 #[test]
 fn eight_processes_write_one_project_at_once() {
     let (_d, root) = repo();

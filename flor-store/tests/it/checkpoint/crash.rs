@@ -56,7 +56,13 @@ fn sigkill_mid_write_tears_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let seed = flor_core::run::splitmix64(trial + 1000);
         let mut child = Command::new(&exe)
-            .args(["--exact", "checkpoint::crash::crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "checkpoint::crash::crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(DIR_VAR, dir.path())
             .env(SEED_VAR, seed.to_string())
             .stdout(Stdio::piped())
@@ -69,7 +75,10 @@ fn sigkill_mid_write_tears_nothing_else() {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 // libtest may print "test … ... " before the first line.
                 if let Some(at) = line.find("CKPT ") {
-                    if tx.send((Instant::now(), line[at + 5..].to_string())).is_err() {
+                    if tx
+                        .send((Instant::now(), line[at + 5..].to_string()))
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -84,7 +93,9 @@ fn sigkill_mid_write_tears_nothing_else() {
         let mut done = Vec::new();
         let mut first_took = None;
         let kill_at = loop {
-            let (t, line) = rx.recv_timeout(Duration::from_secs(120)).expect("the child stopped reporting");
+            let (t, line) = rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the child stopped reporting");
             let (what, i) = line.split_once(' ').unwrap();
             let i: u64 = i.parse().unwrap();
             match what {
@@ -115,9 +126,17 @@ fn sigkill_mid_write_tears_nothing_else() {
         let s = CheckpointStore::open(dir.path(), RUN).unwrap();
         for &i in &done {
             let got = s.load(&at(&[("epoch", i as i64)]), "model");
-            assert_eq!(got.unwrap(), checkpoint(seed, i), "trial {trial}: acknowledged checkpoint {i}");
+            assert_eq!(
+                got.unwrap(),
+                checkpoint(seed, i),
+                "trial {trial}: acknowledged checkpoint {i}"
+            );
         }
-        let torn: Vec<u64> = begun.iter().map(|b| b.0).filter(|i| !done.contains(i)).collect();
+        let torn: Vec<u64> = begun
+            .iter()
+            .map(|b| b.0)
+            .filter(|i| !done.contains(i))
+            .collect();
         assert!(torn.len() <= 1, "trial {trial}: {torn:?}");
         if let Some(&t) = torn.first() {
             match s.load(&at(&[("epoch", t as i64)]), "model") {
@@ -134,20 +153,33 @@ fn sigkill_mid_write_tears_nothing_else() {
             }
         }
         // Nothing after the torn one exists; the listing is the prefix.
-        let listed: Vec<i64> = s.list().unwrap().iter().filter_map(|c| c.iteration()).collect();
+        let listed: Vec<i64> = s
+            .list()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.iteration())
+            .collect();
         let expect: Vec<i64> = (0..(done.len() + torn_complete_in(&s, &torn)) as i64).collect();
         assert_eq!(listed, expect, "trial {trial}");
         // Collecting the torn write's garbage keeps every checkpoint intact.
         s.gc().unwrap();
         for &i in &done {
-            assert_eq!(s.load(&at(&[("epoch", i as i64)]), "model").unwrap(), checkpoint(seed, i));
+            assert_eq!(
+                s.load(&at(&[("epoch", i as i64)]), "model").unwrap(),
+                checkpoint(seed, i)
+            );
         }
     }
     eprintln!("crash: {torn_missing} of 20 kills tore a checkpoint (reported missing); {torn_complete} landed after a commit");
-    assert!(torn_missing >= 10, "only {torn_missing} of 20 kills landed mid-write");
+    assert!(
+        torn_missing >= 10,
+        "only {torn_missing} of 20 kills landed mid-write"
+    );
 }
 
 /// 1 when the torn checkpoint made it to disk after all, else 0.
 fn torn_complete_in(s: &CheckpointStore, torn: &[u64]) -> usize {
-    torn.first().map_or(0, |&t| usize::from(s.load(&at(&[("epoch", t as i64)]), "model").is_ok()))
+    torn.first().map_or(0, |&t| {
+        usize::from(s.load(&at(&[("epoch", t as i64)]), "model").is_ok())
+    })
 }
