@@ -11,6 +11,7 @@ Times, wall clock, in one invocation:
 """
 import os
 import pathlib
+import resource
 import shutil
 import subprocess
 import sys
@@ -35,10 +36,22 @@ def sh(cwd, *args, env=None, stdin=None):
     return p
 
 
-def timed(cwd, *args, env=None, stdin=None):
+CPU = {}  # label -> CPU seconds (user + system) of the command and its children
+
+
+def child_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cwd, *args, env=None, stdin=None, cpu_label=None):
+    c = child_cpu()
     t = time.perf_counter()
     p = sh(cwd, *args, env=env, stdin=stdin)
-    return time.perf_counter() - t, p
+    wall = time.perf_counter() - t
+    if cpu_label:
+        CPU[cpu_label] = child_cpu() - c
+    return wall, p
 
 
 def repo(path, src):
@@ -87,8 +100,8 @@ def main():
             (r / "train_slow.py").write_text(today)
         res["record_ckpt"] = sum(rec) / len(rec)
         rep = ["-m", "flordb", "replay", "w_norm", "--yes", "--timings", "--workers"]
-        res["rep1"], p1 = timed(tmp / "A", PY, *rep, "1")
-        res["rep2"], p2 = timed(tmp / "B", PY, *rep, "2")
+        res["rep1"], p1 = timed(tmp / "A", PY, *rep, "1", cpu_label="rep1")
+        res["rep2"], p2 = timed(tmp / "B", PY, *rep, "2", cpu_label="rep2")
         n1, n2 = count_w_norm(PY, tmp / "A", BASE_ENV), count_w_norm(PY, tmp / "B", BASE_ENV)
         # Peer: FlorDB 4.0.1 in its own repo and venv; `python` on PATH is the
         # peer's, because its replay spawns `python train_slow.py --replay_flor`.
@@ -136,6 +149,14 @@ def main():
     print()
     print(f"full re-run / replay per run (1 worker): {res['full'] / per1:.1f}x  (target >= 20x)")
     print(f"replay 1 worker / 2 workers (same {RUNS} runs): {res['rep1'] / res['rep2']:.2f}x  (target >= 1.8x)")
+    # What bounds 2 workers: on C cores a command using X CPU seconds takes
+    # at least X / C wall seconds, so 1 worker / 2 workers <= rep1 / (cpu2 / C).
+    cores = os.cpu_count() or 1
+    c1, c2 = CPU["rep1"], CPU["rep2"]
+    print(f"CPU (user+sys, all processes): --workers 1 {c1:.2f} s = {c1 / res['rep1']:.2f} cores busy on average; "
+          f"--workers 2 {c2:.2f} s = {c2 / res['rep2']:.2f} cores")
+    print(f"ceiling for 1 worker / 2 workers on {cores} cores from that CPU: "
+          f"{res['rep1'] / (c2 / cores):.2f}x")
     if res["peer_replay"] is not None:
         print(f"FlorDB 4.0.1 replay / flordb replay (1 worker): {res['peer_replay'] / res['rep1']:.1f}x")
     if peer_err:
