@@ -83,9 +83,10 @@ fn dataframe_context(h: &FlorHandle) -> FfiResult<Arc<FlorContext>> {
             }
         }
     }
-    let mut scan = h.flor.store().scan()?;
-    scan.extend(pending);
-    let ctx = Arc::new(FlorContext::from_tables(Tables::from(scan))?);
+    // The pivot reads `logs` and `loops` only, their constant columns left
+    // one value per file (`runs` files are not opened).
+    let scan = h.flor.store().scan_sealed(&["logs", "loops"])?;
+    let ctx = Arc::new(FlorContext::from_sealed(scan, Tables::from(pending))?);
     // Without a key the old entry goes too: it is not needed for what is
     // live now, and it holds a whole project's batches.
     cache_lock(&h.query_cache).0 = key.map(|k| (k, Arc::clone(&ctx)));

@@ -5,24 +5,28 @@
 use crate::error::{arrow_err, Error, Result};
 use crate::index::Index;
 use crate::output::LogCols;
-use crate::tables::{conform_all, dedup_loops, register, Tables};
+use crate::tables::{conform_all, conform_sealed, dedup_loops, full_batches, register, Tables};
 use crate::{latest, pivot};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use flor_store::store::{Scan, Store};
+use flor_store::segment::SealedBatch;
+use flor_store::store::{Scan, SealedScan, Store};
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 /// A project's records, queryable by SQL and as pivoted dataframes.
 ///
-/// Holds the sealed batches in memory (Arrow arrays are shared, not copied)
-/// and a DataFusion [`SessionContext`] with the tables `logs`, `loops`,
-/// `runs` and `versions` registered (docs/FORMAT.md, "Query tables"). A
-/// context is a snapshot: records sealed after it was built are not in it;
-/// build a new one to see them.
+/// Holds the sealed batches in memory (Arrow arrays are shared, not copied;
+/// batches read from sealed files keep their constant columns as one value
+/// per batch) and, from the first SQL use on, a DataFusion
+/// [`SessionContext`] with the tables `logs`, `loops`, `runs` and
+/// `versions` registered (docs/FORMAT.md, "Query tables"), built then with
+/// one value per row in every column. [`FlorContext::dataframe`] never
+/// builds it. A context is a snapshot: records sealed after it was built
+/// are not in it; build a new one to see them.
 ///
 /// The blocking methods ([`FlorContext::sql`], [`FlorContext::filter`],
 /// [`FlorContext::runs`], [`FlorContext::versions`]) drive DataFusion on a
@@ -30,8 +34,11 @@ use std::sync::{Arc, OnceLock};
 /// variants or [`FlorContext::session`] (a blocking call there fails with
 /// [`Error::NestedRuntime`]). [`FlorContext::dataframe`] needs no runtime.
 pub struct FlorContext {
-    session: SessionContext,
-    logs: Vec<RecordBatch>,
+    session: OnceLock<SessionContext>,
+    logs: Vec<SealedBatch>,
+    loops: Vec<SealedBatch>,
+    runs: Vec<RecordBatch>,
+    versions: Vec<RecordBatch>,
     index: Index,
     damaged: Vec<Arc<flor_store::Error>>,
     runtime: OnceLock<tokio::runtime::Runtime>,
@@ -62,17 +69,17 @@ impl FlorContext {
     /// listed; [`Error::Table`] when a segment does not fit its table.
     pub fn open(dir: &Path) -> Result<FlorContext> {
         let store = Store::open(dir)?;
-        let scan = store.scan()?;
-        let mut damaged = scan.damaged.clone();
-        let mut tables = Tables::from(scan);
+        let scan = store.scan_sealed(&["logs", "loops", "runs"])?;
+        let mut extra = Tables::default();
+        let mut versions_damage = None;
         if store.in_repo() {
             match flor_store::versions::list(store.root()) {
-                Ok(b) => tables.versions.push(b),
-                Err(e) => damaged.push(Arc::new(e)),
+                Ok(b) => extra.versions.push(b),
+                Err(e) => versions_damage = Some(Arc::new(e)),
             }
         }
-        let mut ctx = FlorContext::from_tables(tables)?;
-        ctx.damaged = damaged;
+        let mut ctx = FlorContext::from_sealed(scan, extra)?;
+        ctx.damaged.extend(versions_damage);
         Ok(ctx)
     }
 
@@ -88,29 +95,81 @@ impl FlorContext {
         Ok(ctx)
     }
 
+    /// A context over the batches of a [`Store::scan_sealed`] (their
+    /// constant columns stay one value per batch until SQL needs them; the
+    /// damage reports are kept) followed by those of `tables` (e.g. a live
+    /// process's unsealed records). Tables the scan did not read are empty
+    /// but for `tables`' batches.
+    ///
+    /// # Errors
+    /// As [`FlorContext::from_tables`].
+    pub fn from_sealed(scan: SealedScan, tables: Tables) -> Result<FlorContext> {
+        let damaged = scan.damaged;
+        let stored = |bs: Vec<RecordBatch>| bs.into_iter().map(SealedBatch::stored);
+        let mut logs = scan.logs;
+        logs.extend(stored(tables.logs));
+        let mut loops = scan.loops;
+        loops.extend(stored(tables.loops));
+        let mut runs = full_batches("runs", &flor_store::schema::runs(), &scan.runs)?;
+        runs.extend(tables.runs);
+        let mut ctx = FlorContext::from_parts(logs, loops, runs, tables.versions)?;
+        ctx.damaged = damaged;
+        Ok(ctx)
+    }
+
     /// A context over the given batches (see [`Tables`]).
     ///
     /// # Errors
     /// [`Error::Table`] when a batch lacks a required column or has a column
     /// of a type that cannot be cast to the table's.
     pub fn from_tables(tables: Tables) -> Result<FlorContext> {
-        let logs = conform_all("logs", &flor_store::schema::logs(), &tables.logs)?;
-        let loops_schema = flor_store::schema::loops();
-        let loops = conform_all("loops", &loops_schema, &tables.loops)?;
-        let runs = conform_all("runs", &flor_store::schema::runs(), &tables.runs)?;
-        let versions = conform_all("versions", &flor_store::versions::versions_schema(), &tables.versions)?;
+        let stored = |bs: Vec<RecordBatch>| bs.into_iter().map(SealedBatch::stored).collect();
+        FlorContext::from_parts(stored(tables.logs), stored(tables.loops), tables.runs, tables.versions)
+    }
+
+    fn from_parts(
+        logs: Vec<SealedBatch>,
+        loops: Vec<SealedBatch>,
+        runs: Vec<RecordBatch>,
+        versions: Vec<RecordBatch>,
+    ) -> Result<FlorContext> {
+        let logs = conform_sealed("logs", &flor_store::schema::logs(), logs)?;
+        let loops = conform_sealed("loops", &flor_store::schema::loops(), loops)?;
+        let runs = conform_all("runs", &flor_store::schema::runs(), &runs)?;
+        let versions = conform_all("versions", &flor_store::versions::versions_schema(), &versions)?;
         let index = Index::build(&logs, &loops)?;
-        let loops = dedup_loops(&loops_schema, &loops, &index.frames)?;
-        let config = SessionConfig::new().with_information_schema(true);
-        let session = SessionContext::new_with_config(config);
-        register(&session, &logs, &loops, &runs, &versions)?;
-        Ok(FlorContext { session, logs, index, damaged: Vec::new(), runtime: OnceLock::new() })
+        Ok(FlorContext {
+            session: OnceLock::new(),
+            logs,
+            loops,
+            runs,
+            versions,
+            index,
+            damaged: Vec::new(),
+            runtime: OnceLock::new(),
+        })
     }
 
     /// The DataFusion session with `logs`, `loops`, `runs` and `versions`
-    /// registered, for anything the methods here do not cover.
-    pub fn session(&self) -> &SessionContext {
-        &self.session
+    /// registered, for anything the methods here do not cover. Built on the
+    /// first call (the tables' constant columns materialized then, about 60
+    /// bytes per `logs` or `loops` row) and kept.
+    ///
+    /// # Errors
+    /// [`Error::Table`] or [`Error::Arrow`] when the tables cannot be built
+    /// (an internal failure); [`Error::Sql`] when DataFusion refuses them.
+    pub fn session(&self) -> Result<&SessionContext> {
+        if let Some(s) = self.session.get() {
+            return Ok(s);
+        }
+        let logs = full_batches("logs", &flor_store::schema::logs(), &self.logs)?;
+        let loops_schema = flor_store::schema::loops();
+        let loops = full_batches("loops", &loops_schema, &self.loops)?;
+        let loops = dedup_loops(&loops_schema, &loops, &self.index.frames)?;
+        let config = SessionConfig::new().with_information_schema(true);
+        let session = SessionContext::new_with_config(config);
+        register(&session, &logs, &loops, &self.runs, &self.versions)?;
+        Ok(self.session.get_or_init(move || session))
     }
 
     /// Segments skipped as damaged (and a `versions` history that could not
@@ -181,7 +240,7 @@ impl FlorContext {
     pub async fn sql_async(&self, query: &str) -> Result<RecordBatch> {
         let opts = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let sql_err = |source| Error::Sql { query: query.to_owned(), source };
-        let df = self.session.sql_with_options(query, opts).await.map_err(sql_err)?;
+        let df = self.session()?.sql_with_options(query, opts).await.map_err(sql_err)?;
         collect(df, query).await
     }
 
@@ -194,8 +253,9 @@ impl FlorContext {
     pub fn filter(&self, batch: &RecordBatch, predicate: &str) -> Result<RecordBatch> {
         self.block_on(async {
             let sql_err = |source| Error::Sql { query: predicate.to_owned(), source };
-            let df = self.session.read_batch(batch.clone()).map_err(sql_err)?;
-            let expr = self.session.parse_sql_expr(predicate, df.schema()).map_err(sql_err)?;
+            let session = self.session()?;
+            let df = session.read_batch(batch.clone()).map_err(sql_err)?;
+            let expr = session.parse_sql_expr(predicate, df.schema()).map_err(sql_err)?;
             let df = df.filter(expr).map_err(sql_err)?;
             collect(df, predicate).await
         })?

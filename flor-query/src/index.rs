@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type};
+use flor_store::segment::SealedBatch;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -82,8 +83,15 @@ impl RunInterner {
         id
     }
 
-    /// The run number of every row of a batch with the key columns.
-    fn batch(&mut self, table: &'static str, b: &RecordBatch) -> Result<Vec<u32>> {
+    /// The run number of every row of a batch: one run for a sealed
+    /// batch, read from the key columns row by row for a stored one.
+    fn batch(&mut self, table: &'static str, sb: &SealedBatch) -> Result<Vec<u32>> {
+        let b = &sb.batch;
+        if let Some(m) = &sb.meta {
+            let run_id = format!("{:016x}", m.key.run_id);
+            let r = self.intern(m.key.tstamp, &run_id, &m.projid, &m.filename);
+            return Ok(vec![r; b.num_rows()]);
+        }
         let projid = str_col(table, b, "projid")?;
         let tstamp = b
             .column_by_name("tstamp")
@@ -183,7 +191,8 @@ impl Frames {
     }
 
     /// The innermost frame of each row of a `logs` batch whose runs are `runs`.
-    fn of_rows(&self, b: &RecordBatch, runs: &[u32]) -> Result<Vec<u32>> {
+    fn of_rows(&self, b: &SealedBatch, runs: &[u32]) -> Result<Vec<u32>> {
+        let b = &b.batch;
         let ctx = b.column_by_name("ctx_id").and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(|| missing("logs", "ctx_id"))?;
         let mut hint = 0u32;
         Ok(runs
@@ -233,7 +242,7 @@ pub(crate) fn str_col<'a>(table: &'static str, b: &'a RecordBatch, name: &str) -
 
 impl Index {
     /// Builds the index over conformed `logs` and `loops` batches.
-    pub fn build(logs: &[RecordBatch], loops: &[RecordBatch]) -> Result<Index> {
+    pub fn build(logs: &[SealedBatch], loops: &[SealedBatch]) -> Result<Index> {
         let mut interner = RunInterner::default();
         let mut log_runs = logs.iter().map(|b| interner.batch("logs", b)).collect::<Result<Vec<_>>>()?;
         let loop_runs = loops.iter().map(|b| interner.batch("loops", b)).collect::<Result<Vec<_>>>()?;
@@ -266,6 +275,7 @@ impl Index {
         let mut name_of: Vec<u32> = Vec::new();
         let mut value_ids: HashMap<String, u32> = HashMap::new();
         for (bi, (b, rs)) in loops.iter().zip(&loop_runs).enumerate() {
+            let b = &b.batch;
             let ctx = b.column_by_name("ctx_id").and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(|| missing("loops", "ctx_id"))?;
             let pctx = b.column_by_name("p_ctx_id").and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(|| missing("loops", "p_ctx_id"))?;
             let it = b.column_by_name("iteration").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| missing("loops", "iteration"))?;

@@ -21,6 +21,7 @@ use datafusion::arrow::array::builder::NullBufferBuilder;
 use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, UInt64Type};
 use flor_core::ValueType;
+use flor_store::segment::SealedBatch;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::Arc;
@@ -45,12 +46,34 @@ pub(crate) struct LogCols<'a> {
     pub float: &'a Float64Array,
     pub boolean: &'a BooleanArray,
     pub text: &'a StringArray,
-    pub source: &'a StringArray,
+    pub source: SourceCol<'a>,
+}
+
+/// The `source` of a `logs` batch's rows: one per row (a stored batch), or
+/// one for the whole batch (a sealed one), as [`FORWARD`] or [`REPLAY`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SourceCol<'a> {
+    Rows(&'a StringArray),
+    Const(u8),
+}
+
+/// [`FORWARD`] or [`REPLAY`] for a `source` text.
+fn source_bits(s: &str) -> u8 {
+    if s == "replay" {
+        REPLAY
+    } else {
+        FORWARD
+    }
 }
 
 impl<'a> LogCols<'a> {
     /// Borrows the columns of a conformed `logs` batch.
-    pub fn new(b: &'a RecordBatch) -> Result<LogCols<'a>> {
+    pub fn new(sb: &'a SealedBatch) -> Result<LogCols<'a>> {
+        let b = &sb.batch;
+        let source = match &sb.meta {
+            Some(m) => SourceCol::Const(source_bits(m.source.as_str())),
+            None => SourceCol::Rows(str_col("logs", b, "source")?),
+        };
         let prim = |n: &'static str| b.column_by_name(n).ok_or_else(|| missing("logs", n));
         Ok(LogCols {
             value_name: str_col("logs", b, "value_name")?,
@@ -61,16 +84,15 @@ impl<'a> LogCols<'a> {
             float: prim("value_float")?.as_primitive_opt::<Float64Type>().ok_or_else(|| missing("logs", "value_float"))?,
             boolean: prim("value_bool")?.as_boolean_opt().ok_or_else(|| missing("logs", "value_bool"))?,
             text: str_col("logs", b, "value_text")?,
-            source: str_col("logs", b, "source")?,
+            source,
         })
     }
 
     /// [`FORWARD`] or [`REPLAY`].
     pub fn source_bits(&self, i: usize) -> u8 {
-        if self.source.value(i) == "replay" {
-            REPLAY
-        } else {
-            FORWARD
+        match self.source {
+            SourceCol::Rows(s) => source_bits(s.value(i)),
+            SourceCol::Const(bits) => bits,
         }
     }
 

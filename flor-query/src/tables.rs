@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::MemTable;
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::prelude::{cast as cast_expr, col, SessionContext};
+use flor_store::segment::{sealed_schema, SealedBatch};
 use flor_store::store::Scan;
 use std::sync::Arc;
 
@@ -68,6 +69,26 @@ pub(crate) fn conform(table: &'static str, schema: &SchemaRef, b: &RecordBatch) 
 
 pub(crate) fn conform_all(table: &'static str, schema: &SchemaRef, bs: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     bs.iter().filter(|b| b.num_rows() > 0).map(|b| conform(table, schema, b)).collect()
+}
+
+/// [`conform_all`] for batches as stored: a sealed one is conformed to the
+/// table's sealed schema (its constant columns stay with its run), a stored
+/// one to the table's schema.
+pub(crate) fn conform_sealed(table: &'static str, schema: &SchemaRef, bs: Vec<SealedBatch>) -> Result<Vec<SealedBatch>> {
+    let sealed = sealed_schema(schema);
+    bs.into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| match b.meta {
+            None => Ok(SealedBatch::stored(conform(table, schema, &b.batch)?)),
+            Some(meta) => Ok(SealedBatch { batch: conform(table, &sealed, &b.batch)?, meta: Some(meta) }),
+        })
+        .collect()
+}
+
+/// The batches with every column of `schema` (the constant columns of a
+/// sealed batch built from its run).
+pub(crate) fn full_batches(table: &'static str, schema: &SchemaRef, bs: &[SealedBatch]) -> Result<Vec<RecordBatch>> {
+    bs.iter().map(|b| b.full(schema, table).map_err(|e| Error::Table { table, detail: e.to_string() })).collect()
 }
 
 /// The deduplicated `loops` rows, one per frame, in the order first stored.

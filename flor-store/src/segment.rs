@@ -119,9 +119,10 @@ fn is_constant_column(name: &str) -> bool {
     KEY_COLUMNS.contains(&name) || name == "source"
 }
 
-/// The schema of a sealed file of `table`: the table's schema without the
-/// constant columns.
-fn file_schema(full: &SchemaRef) -> SchemaRef {
+/// The schema of a sealed file (format version 2) of the table whose schema
+/// is `full`: `full` without the constant columns (`projid`, `tstamp`,
+/// `run_id`, `filename`, and `source` of `logs`), in the same order.
+pub fn sealed_schema(full: &SchemaRef) -> SchemaRef {
     let fields: Vec<_> = full
         .fields()
         .iter()
@@ -485,7 +486,7 @@ pub fn seal_with(
         }
         let name = format!("{stem}.{table}.parquet");
         let batch =
-            RecordBatch::try_new(file_schema(&full), cols).map_err(|e| arrow_err(&name, e))?;
+            RecordBatch::try_new(sealed_schema(&full), cols).map_err(|e| arrow_err(&name, e))?;
         let bytes = to_parquet(&batch, &name, constant_metadata(data.meta))?;
         write_atomic(&seg_dir.join(&name), &bytes)?;
         on_file(&format!(".flor/segments/{name}"), &bytes)?;
@@ -592,6 +593,55 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
     Ok(m)
 }
 
+/// One table's rows from one sealed file, as stored: the constant columns
+/// are not put back (see [`SealedBatch::full`]), so a reader that needs
+/// only the other columns never builds one array per row for them.
+#[derive(Debug, Clone)]
+pub struct SealedBatch {
+    /// The stored columns: those of [`sealed_schema`] (format version 2),
+    /// or every column of the table (format version 1, `meta` is `None`).
+    pub batch: RecordBatch,
+    /// The run of every row (the values of the constant columns), or
+    /// `None` when `batch` stores them itself.
+    pub meta: Option<Arc<RunMeta>>,
+}
+
+impl SealedBatch {
+    /// A batch that stores every column itself (`meta` is `None`).
+    pub fn stored(batch: RecordBatch) -> SealedBatch {
+        SealedBatch { batch, meta: None }
+    }
+
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// The rows with every column of `full` (the table's schema,
+    /// [`schema::logs`], [`schema::loops`] or [`schema::runs`]): the constant
+    /// columns built from `meta` (one value per row), the others shared.
+    ///
+    /// # Errors
+    /// [`Error::Format`] naming `what` when the stored columns are not
+    /// those of `sealed_schema(full)` in order.
+    pub fn full(&self, full: &SchemaRef, what: &str) -> Result<RecordBatch> {
+        match &self.meta {
+            None => Ok(self.batch.clone()),
+            Some(meta) => with_constants(meta, full, self.batch.columns().to_vec(), self.batch.num_rows(), what),
+        }
+    }
+}
+
+/// The table schema of a manifest entry's table name.
+fn table_schema(table: &str) -> Option<SchemaRef> {
+    match table {
+        "logs" => Some(schema::logs()),
+        "loops" => Some(schema::loops()),
+        "runs" => Some(schema::runs()),
+        _ => None,
+    }
+}
+
 /// Reads one sealed file, verifies its length and CRC-32, decodes its
 /// batches and restores the constant columns from `meta` (the manifest's
 /// run), so every batch has the table's full schema.
@@ -601,6 +651,29 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
 /// length or checksum differ from the manifest; [`Error::Format`] when the
 /// Parquet does not decode.
 pub fn read_segment(path: &Path, entry: &FileEntry, meta: &RunMeta) -> Result<Vec<RecordBatch>> {
+    let what = path.display().to_string();
+    let full = table_schema(&entry.table).ok_or_else(|| unknown_table(path, &entry.table))?;
+    read_sealed(path, entry, &Arc::new(meta.clone()))?
+        .iter()
+        .map(|b| b.full(&full, &what))
+        .collect()
+}
+
+fn unknown_table(path: &Path, table: &str) -> Error {
+    Error::Format {
+        path: path.into(),
+        detail: format!("unknown table {table:?} in the manifest"),
+    }
+}
+
+/// Reads one sealed file as [`read_segment`] does (length, CRC-32, decode)
+/// but leaves the constant columns out: format version 2 batches come back
+/// with `meta` (shared, not copied), version 1 batches as stored.
+///
+/// # Errors
+/// As [`read_segment`]; [`Error::Format`] also when the columns are neither
+/// those of the table nor those of its sealed schema.
+pub fn read_sealed(path: &Path, entry: &FileEntry, meta: &Arc<RunMeta>) -> Result<Vec<SealedBatch>> {
     let bytes = std::fs::read(path).at(path)?;
     if bytes.len() as u64 != entry.bytes {
         return Err(Error::Corrupt {
@@ -639,27 +712,18 @@ pub fn read_segment(path: &Path, entry: &FileEntry, meta: &RunMeta) -> Result<Ve
             path: path.into(),
             detail: e.to_string(),
         })?;
-    let full = match entry.table.as_str() {
-        "logs" => schema::logs(),
-        "loops" => schema::loops(),
-        "runs" => schema::runs(),
-        other => {
-            return Err(Error::Format {
-                path: path.into(),
-                detail: format!("unknown table {other:?} in the manifest"),
-            })
-        }
-    };
-    let sealed = file_schema(&full);
-    let what = path.display().to_string();
+    let full = table_schema(&entry.table).ok_or_else(|| unknown_table(path, &entry.table))?;
+    let sealed = sealed_schema(&full);
     batches
         .into_iter()
         .map(|b| {
             if b.schema().fields() == full.fields() {
-                Ok(b) // format version 1: every column stored
+                Ok(SealedBatch::stored(b)) // format version 1: every column stored
             } else if b.schema().fields() == sealed.fields() {
-                let n = b.num_rows();
-                with_constants(meta, &full, b.columns().to_vec(), n, &what)
+                Ok(SealedBatch {
+                    batch: b,
+                    meta: Some(Arc::clone(meta)),
+                })
             } else {
                 Err(Error::Format {
                     path: path.into(),

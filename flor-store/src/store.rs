@@ -7,7 +7,7 @@
 //! manifests, which are published last.
 
 use crate::error::IoContext;
-use crate::segment::{self, Manifest, RunData, RunStatus};
+use crate::segment::{self, Manifest, RunData, RunStatus, SealedBatch};
 use crate::wal::{self, Batch, RunMeta, RunSummary, WalEntry, WalWriter};
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
@@ -54,6 +54,49 @@ impl Scan {
         self.loops.extend(other.loops);
         self.runs.extend(other.runs);
         self.damaged.extend(other.damaged);
+    }
+}
+
+/// Everything sealed in a project, as stored: [`SealedBatch`]es per table,
+/// the constant columns not built (see [`Store::scan_sealed`]).
+#[derive(Debug, Default, Clone)]
+pub struct SealedScan {
+    /// `logs` batches.
+    pub logs: Vec<SealedBatch>,
+    /// `loops` batches.
+    pub loops: Vec<SealedBatch>,
+    /// `runs` batches.
+    pub runs: Vec<SealedBatch>,
+    /// Files that failed their checksum or did not decode: skipped, named here.
+    pub damaged: Vec<Arc<Error>>,
+}
+
+impl SealedScan {
+    /// Appends another scan's batches and damage reports.
+    pub fn extend(&mut self, other: SealedScan) {
+        self.logs.extend(other.logs);
+        self.loops.extend(other.loops);
+        self.runs.extend(other.runs);
+        self.damaged.extend(other.damaged);
+    }
+
+    /// The batches with every column of their table ([`SealedBatch::full`]).
+    ///
+    /// # Errors
+    /// [`Error::Format`] when a batch's columns are not its table's (cannot
+    /// happen for batches read by [`Store::scan_sealed`]).
+    pub fn into_full(self) -> Result<Scan> {
+        let full = |bs: Vec<SealedBatch>, schema: arrow::datatypes::SchemaRef, what: &str| {
+            bs.iter()
+                .map(|b| b.full(&schema, what))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(Scan {
+            logs: full(self.logs, crate::schema::logs(), "logs")?,
+            loops: full(self.loops, crate::schema::loops(), "loops")?,
+            runs: full(self.runs, crate::schema::runs(), "runs")?,
+            damaged: self.damaged,
+        })
     }
 }
 
@@ -221,6 +264,18 @@ impl Store {
     /// # Errors
     /// [`Error::Io`] only when the manifests directory exists but cannot be listed.
     pub fn scan(&self) -> Result<Scan> {
+        self.scan_sealed(&["logs", "loops", "runs"])?.into_full()
+    }
+
+    /// Reads the sealed files of the tables named in `tables` (`logs`,
+    /// `loops`, `runs`; the others' files are not opened), in parallel, one
+    /// thread per core (at most 8), verifying checksums, and leaves their
+    /// constant columns out ([`SealedBatch`]): what a reader that needs only
+    /// the stored columns uses. Damage is reported as by [`Store::scan`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] only when the manifests directory exists but cannot be listed.
+    pub fn scan_sealed(&self, tables: &[&str]) -> Result<SealedScan> {
         let dir = self.flor_dir.join("manifests");
         let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
             Ok(rd) => rd
@@ -228,7 +283,7 @@ impl Store {
                 .map(|e| e.path())
                 .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
                 .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Scan::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SealedScan::default()),
             Err(e) => {
                 return Err(Error::Io {
                     path: dir,
@@ -244,15 +299,15 @@ impl Store {
             .min(paths.len().max(1));
         let chunk = paths.len().div_ceil(threads).max(1);
         let seg_dir = self.flor_dir.join("segments");
-        let parts: Vec<Scan> = std::thread::scope(|s| {
+        let parts: Vec<SealedScan> = std::thread::scope(|s| {
             let handles: Vec<_> = paths
                 .chunks(chunk)
                 .map(|part| {
                     let seg_dir = &seg_dir;
                     s.spawn(move || {
-                        let mut out = Scan::default();
+                        let mut out = SealedScan::default();
                         for p in part {
-                            scan_manifest(p, seg_dir, &mut out);
+                            scan_manifest(p, seg_dir, tables, &mut out);
                         }
                         out
                     })
@@ -260,7 +315,7 @@ impl Store {
                 .collect();
             handles.into_iter().filter_map(|h| h.join().ok()).collect()
         });
-        let mut out = Scan::default();
+        let mut out = SealedScan::default();
         for p in parts {
             out.extend(p);
         }
@@ -337,13 +392,16 @@ fn remove_stale_new_wal(path: &Path) {
     }
 }
 
-fn scan_manifest(path: &Path, seg_dir: &Path, out: &mut Scan) {
+fn scan_manifest(path: &Path, seg_dir: &Path, tables: &[&str], out: &mut SealedScan) {
     let m = match segment::read_manifest(path) {
         Ok(m) => m,
         Err(e) => return out.damaged.push(Arc::new(e)),
     };
-    for f in &m.files {
-        match segment::read_segment(&seg_dir.join(&f.name), f, &m.meta) {
+    let meta = Arc::new(m.meta);
+    // A table this flordb does not know is still read (and reported as damaged).
+    let wanted = |t: &str| tables.contains(&t) || !["logs", "loops", "runs"].contains(&t);
+    for f in m.files.iter().filter(|f| wanted(&f.table)) {
+        match segment::read_sealed(&seg_dir.join(&f.name), f, &meta) {
             Ok(batches) => match f.table.as_str() {
                 "logs" => out.logs.extend(batches),
                 "loops" => out.loops.extend(batches),

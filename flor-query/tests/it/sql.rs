@@ -200,3 +200,32 @@ fn live_records_join_the_sealed_ones() {
     let ctx = FlorContext::from_tables(tables).unwrap();
     assert_eq!(ctx.dataframe(&["loss"]).unwrap().num_rows(), 3);
 }
+
+#[test]
+fn a_sealed_scan_reads_as_the_full_scan() {
+    // FlorContext::open keeps the constant columns one value per file; a
+    // context over the full scan has them per row. Both must agree.
+    let (a, _) = two_runs();
+    let mut r = crate::harness::Run::replay("train.py", 0, 1);
+    r.enter("epoch").iter(1, None).log("w", 7i64).exit("epoch");
+    let (dir, sealed) = project(&[&a, &r]);
+    let store = flor_store::store::Store::open(dir.path()).unwrap();
+    let full = FlorContext::from_scan(store.scan().unwrap()).unwrap();
+    for names in [&["loss", "w"][..], &["w"], &[]] {
+        assert_eq!(table(&sealed.dataframe(names).unwrap()), table(&full.dataframe(names).unwrap()), "{names:?}");
+    }
+    for q in ["SELECT * FROM logs ORDER BY tstamp, source, seq", "SELECT * FROM loops ORDER BY tstamp, ctx_id", "SELECT * FROM runs"] {
+        assert_eq!(table(&sealed.sql(q).unwrap()), table(&full.sql(q).unwrap()), "{q}");
+    }
+    let got = sealed.dataframe(&["loss", "w"]).unwrap();
+    assert_table(
+        &got,
+        "
+        +--------+---------------------+----------+----------------+-------+------+---+
+        | projid | tstamp              | filename | source         | epoch | loss | w |
+        +--------+---------------------+----------+----------------+-------+------+---+
+        | proj   | 2023-11-14T22:13:20 | train.py | forward        | 0     | 2.0  |   |
+        | proj   | 2023-11-14T22:13:20 | train.py | forward+replay | 1     | 1.0  | 7 |
+        +--------+---------------------+----------+----------------+-------+------+---+",
+    );
+}
