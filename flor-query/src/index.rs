@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondT
 use flor_store::segment::SealedBatch;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
 
 /// "No row / no frame / no value" in the `u32` index columns.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -163,13 +164,30 @@ pub(crate) struct Frames {
     /// Per run: `ctx_id` → frame. One small map per run keeps each lookup
     /// inside a cache-sized table (the same `ctx_id`s recur in every run of
     /// a script, so they cannot share one map keyed by `ctx_id` alone).
-    lookup: Vec<FastMap<u64, u32>>,
+    /// Built while indexing for a run whose frames may repeat (more than
+    /// one `loops` batch, or a batch not read from a sealed file); for the
+    /// others (one sealed file: a seal stores each frame once) built from
+    /// [`Frames::span`] on the first lookup, which a pivot over records
+    /// that follow their frames never makes.
+    lookup: Vec<OnceLock<FastMap<u64, u32>>>,
+    /// Per run whose map is built on demand: its frames `start..end`.
+    span: Vec<(u32, u32)>,
 }
 
 impl Frames {
     /// The frame `(run, ctx_id)`, if stored.
     pub fn find(&self, run: u32, ctx: u64) -> Option<u32> {
-        self.lookup.get(run as usize)?.get(&ctx).copied()
+        let map = self.lookup.get(run as usize)?.get_or_init(|| {
+            let (start, end) = self.span.get(run as usize).copied().unwrap_or((0, 0));
+            let mut m = FastMap::with_capacity_and_hasher(end.saturating_sub(start) as usize, Default::default());
+            for f in start..end {
+                if let Some(&c) = self.ctx.get(f as usize) {
+                    m.entry(c).or_insert(f);
+                }
+            }
+            m
+        });
+        map.get(&ctx).copied()
     }
 
     /// [`Frames::find`], first trying `hint` and the frame after it: records
@@ -260,7 +278,29 @@ impl Index {
                 per_run[remap[r as usize] as usize] += 1;
             }
         }
-        frames.lookup = per_run.iter().map(|&n| FastMap::with_capacity_and_hasher(n, Default::default())).collect();
+        // Runs whose frames may be stored more than once need their map now.
+        let mut batches_of_run = vec![0u32; runs.tstamp.len()];
+        let mut eager = vec![false; runs.tstamp.len()];
+        for (b, rs) in loops.iter().zip(&loop_runs) {
+            let mut last = NONE;
+            for &r in rs {
+                let r = remap[r as usize];
+                if r != last {
+                    batches_of_run[r as usize] += 1;
+                    eager[r as usize] |= b.meta.is_none();
+                    last = r;
+                }
+            }
+        }
+        for (e, &n) in eager.iter_mut().zip(&batches_of_run) {
+            *e |= n > 1;
+        }
+        frames.lookup = per_run
+            .iter()
+            .zip(&eager)
+            .map(|(&n, &e)| if e { OnceLock::from(FastMap::with_capacity_and_hasher(n, Default::default())) } else { OnceLock::new() })
+            .collect();
+        frames.span = vec![(0, 0); runs.tstamp.len()];
         let total: usize = per_run.iter().sum();
         for v in [&mut frames.run, &mut frames.col] {
             v.reserve(total);
@@ -288,10 +328,21 @@ impl Index {
                 let c = ctx.value(i);
                 let dur_ok = dur.is_valid(i);
                 let f = frames.run.len() as u32;
-                let Some(map) = frames.lookup.get_mut(run as usize) else { continue };
-                let slot = map.entry(c).or_insert(f);
-                if *slot != f {
-                    let f = *slot;
+                // The frame already stored under this `(run, ctx_id)`, if any.
+                let stored = if eager.get(run as usize).copied().unwrap_or(true) {
+                    let Some(map) = frames.lookup.get_mut(run as usize).and_then(OnceLock::get_mut) else { continue };
+                    let slot = *map.entry(c).or_insert(f);
+                    (slot != f).then_some(slot)
+                } else {
+                    if let Some(span) = frames.span.get_mut(run as usize) {
+                        if span.0 == span.1 {
+                            span.0 = f;
+                        }
+                        span.1 = f + 1;
+                    }
+                    None
+                };
+                if let Some(f) = stored {
                     // Keep the copy that knows its duration (the forward one).
                     if dur_ok && !has_duration[f as usize] {
                         frames.origin[f as usize] = (bi as u32, i as u32);

@@ -40,6 +40,17 @@ pub(crate) struct Selected {
 }
 
 impl Selected {
+    fn with_capacity(n: usize) -> Selected {
+        Selected {
+            batch: Vec::with_capacity(n),
+            row: Vec::with_capacity(n),
+            run: Vec::with_capacity(n),
+            frame: Vec::with_capacity(n),
+            source: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+        }
+    }
+
     fn push(&mut self, batch: u32, row: u32, run: u32, frame: u32, source: u8, seq: u64) {
         self.batch.push(batch);
         self.row.push(row);
@@ -70,8 +81,13 @@ impl Joined {
 
 /// Reads the records of `names` out of the `logs` batches.
 fn select(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> (Selected, Vec<Vec<u32>>) {
-    let mut sel = Selected::default();
-    let mut per_name: Vec<Vec<u32>> = vec![Vec::new(); names.len()];
+    // Sized up front: growing by doubling would copy each vector and touch
+    // twice its final memory (fresh pages cost more than the copying here).
+    // Capacity past what is filled stays untouched.
+    let total: usize = index.log_runs.iter().map(Vec::len).sum();
+    let mut sel = Selected::with_capacity(total);
+    let per_name_cap = if names.len() == 1 { total } else { 0 };
+    let mut per_name: Vec<Vec<u32>> = (0..names.len()).map(|_| Vec::with_capacity(per_name_cap)).collect();
     let lookup: std::collections::HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     for (bi, ((lc, runs), frames)) in logs.iter().zip(&index.log_runs).zip(&index.log_frames).enumerate() {
         for (i, (&run, &frame)) in runs.iter().zip(frames).enumerate() {
@@ -179,7 +195,7 @@ pub(crate) fn frame_cmp(index: &Index, a: u32, b: u32) -> Ordering {
 }
 
 /// Starts the join with the first name's records.
-fn first(index: &Index, sel: &Selected, recs: &[u32], cols: Vec<u32>) -> Joined {
+fn first(index: &Index, sel: &Selected, recs: Vec<u32>, cols: Vec<u32>) -> Joined {
     let n = recs.len();
     let mut pos = vec![NONE; index.frames.cols.len()];
     for (j, &c) in cols.iter().enumerate() {
@@ -191,7 +207,7 @@ fn first(index: &Index, sel: &Selected, recs: &[u32], cols: Vec<u32>) -> Joined 
         run.push(sel.run[r as usize]);
         fill_dims(index, sel.frame[r as usize], &pos, &mut dims, row);
     }
-    Joined { run, cols, dims, vals: vec![recs.to_vec()] }
+    Joined { run, cols, dims, vals: vec![recs] }
 }
 
 /// Full outer join of `left` with the records `recs` of the next name, on the
@@ -392,11 +408,11 @@ fn order_and_dedup(index: &Index, sel: &Selected, logs: &[LogCols<'_>], j: &Join
 pub(crate) fn pivot(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> Result<RecordBatch> {
     let (sel, per_name) = select(index, logs, names);
     let mut joined: Option<Joined> = None;
-    for recs in &per_name {
-        let cols = name_cols(index, &sel, recs);
+    for recs in per_name {
+        let cols = name_cols(index, &sel, &recs);
         joined = Some(match joined {
             None => first(index, &sel, recs, cols),
-            Some(left) => join(index, &sel, left, recs, &cols),
+            Some(left) => join(index, &sel, left, &recs, &cols),
         });
     }
     let joined = joined.unwrap_or_default();
