@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type};
+use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt64Type};
 use flor_store::segment::SealedBatch;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -254,6 +254,40 @@ pub(crate) fn missing(table: &'static str, column: &str) -> Error {
     Error::Table { table, detail: format!("column {column:?} is missing or has the wrong type") }
 }
 
+/// A text column as read: plain `Utf8`, or `Dictionary(Int32, Utf8)` (the
+/// few-valued columns of a sealed file, `flor_store::segment::read_sealed`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Text<'a> {
+    Plain(&'a StringArray),
+    /// Keys and values; a key outside the values reads as `""`.
+    Dict(&'a [i32], &'a StringArray),
+}
+
+impl<'a> Text<'a> {
+    /// The text of row `i` (a row of the column).
+    pub fn value(&self, i: usize) -> &'a str {
+        match *self {
+            Text::Plain(a) => a.value(i),
+            Text::Dict(keys, values) => keys
+                .get(i)
+                .and_then(|&k| usize::try_from(k).ok())
+                .filter(|&k| k < values.len())
+                .map_or("", |k| values.value(k)),
+        }
+    }
+}
+
+/// The text column `name` of `b`, plain or dictionary.
+pub(crate) fn text_col<'a>(table: &'static str, b: &'a RecordBatch, name: &str) -> Result<Text<'a>> {
+    let c = b.column_by_name(name).ok_or_else(|| missing(table, name))?;
+    if let Some(s) = c.as_string_opt::<i32>() {
+        return Ok(Text::Plain(s));
+    }
+    let d = c.as_dictionary_opt::<Int32Type>().ok_or_else(|| missing(table, name))?;
+    let values = d.values().as_string_opt::<i32>().ok_or_else(|| missing(table, name))?;
+    Ok(Text::Dict(d.keys().values(), values))
+}
+
 pub(crate) fn str_col<'a>(table: &'static str, b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| missing(table, name))
 }
@@ -320,7 +354,7 @@ impl Index {
             let pctx = b.column_by_name("p_ctx_id").and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(|| missing("loops", "p_ctx_id"))?;
             let it = b.column_by_name("iteration").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| missing("loops", "iteration"))?;
             let dur = b.column_by_name("duration_s").and_then(|c| c.as_primitive_opt::<Float64Type>()).ok_or_else(|| missing("loops", "duration_s"))?;
-            let lname = str_col("loops", b, "loop_name")?;
+            let lname = text_col("loops", b, "loop_name")?;
             let lval = str_col("loops", b, "loop_value")?;
             let mut last_name: Option<(usize, u32)> = None;
             for i in 0..b.num_rows() {

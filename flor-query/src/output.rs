@@ -11,7 +11,7 @@
 //! `flor.mixed_types`.
 
 use crate::error::{arrow_err, Result};
-use crate::index::{missing, str_col, Index, NONE};
+use crate::index::{missing, str_col, text_col, Index, Text, NONE};
 use crate::pivot::{row_source, Joined, Selected, FORWARD, REPLAY};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array, Int64Builder,
@@ -38,10 +38,10 @@ pub const META_MIXED_TYPES: &str = "flor.mixed_types";
 /// The typed columns of one `logs` batch.
 #[derive(Debug)]
 pub(crate) struct LogCols<'a> {
-    pub value_name: &'a StringArray,
+    pub value_name: Text<'a>,
     pub ctx_id: &'a UInt64Array,
     pub seq: &'a UInt64Array,
-    pub value_type: &'a StringArray,
+    pub value_type: Text<'a>,
     pub int: &'a Int64Array,
     pub float: &'a Float64Array,
     pub boolean: &'a BooleanArray,
@@ -76,10 +76,10 @@ impl<'a> LogCols<'a> {
         };
         let prim = |n: &'static str| b.column_by_name(n).ok_or_else(|| missing("logs", n));
         Ok(LogCols {
-            value_name: str_col("logs", b, "value_name")?,
+            value_name: text_col("logs", b, "value_name")?,
             ctx_id: prim("ctx_id")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| missing("logs", "ctx_id"))?,
             seq: prim("seq")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| missing("logs", "seq"))?,
-            value_type: str_col("logs", b, "value_type")?,
+            value_type: text_col("logs", b, "value_type")?,
             int: prim("value_int")?.as_primitive_opt::<Int64Type>().ok_or_else(|| missing("logs", "value_int"))?,
             float: prim("value_float")?.as_primitive_opt::<Float64Type>().ok_or_else(|| missing("logs", "value_float"))?,
             boolean: prim("value_bool")?.as_boolean_opt().ok_or_else(|| missing("logs", "value_bool"))?,

@@ -15,7 +15,7 @@
 //! row's `source` then reads `forward+replay`.
 
 use crate::error::Result;
-use crate::index::{FastHasher, FastMap, Index, NONE};
+use crate::index::{FastHasher, FastMap, Index, Text, NONE};
 use crate::output::{self, LogCols};
 use datafusion::arrow::array::RecordBatch;
 use std::cmp::Ordering;
@@ -89,10 +89,18 @@ fn select(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> (Selected, Vec
     let per_name_cap = if names.len() == 1 { total } else { 0 };
     let mut per_name: Vec<Vec<u32>> = (0..names.len()).map(|_| Vec::with_capacity(per_name_cap)).collect();
     let lookup: std::collections::HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let find = |name: &str| if names.len() <= 4 { names.iter().position(|n| *n == name) } else { lookup.get(name).copied() };
     for (bi, ((lc, runs), frames)) in logs.iter().zip(&index.log_runs).zip(&index.log_frames).enumerate() {
+        // A dictionary column: each distinct name looked up once.
+        let by_key: Vec<Option<usize>> = match lc.value_name {
+            Text::Dict(_, values) => (0..datafusion::arrow::array::Array::len(values)).map(|k| find(values.value(k))).collect(),
+            Text::Plain(_) => Vec::new(),
+        };
         for (i, (&run, &frame)) in runs.iter().zip(frames).enumerate() {
-            let name = lc.value_name.value(i);
-            let which = if names.len() <= 4 { names.iter().position(|n| *n == name) } else { lookup.get(name).copied() };
+            let which = match lc.value_name {
+                Text::Dict(keys, _) => keys.get(i).and_then(|&k| by_key.get(usize::try_from(k).ok()?).copied().flatten()),
+                Text::Plain(a) => find(a.value(i)),
+            };
             let Some(which) = which else { continue };
             per_name[which].push(sel.batch.len() as u32);
             sel.push(bi as u32, i as u32, run, frame, lc.source_bits(i), lc.seq.value(i));

@@ -6,7 +6,7 @@ use crate::error::{df_err, Error, Result};
 use crate::index::Frames;
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch};
 use datafusion::arrow::compute::{cast, interleave};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::MemTable;
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::prelude::{cast as cast_expr, col, SessionContext};
@@ -50,11 +50,27 @@ impl From<Scan> for Tables {
 
 /// Rebuilds `b` with exactly the fields of `schema`.
 pub(crate) fn conform(table: &'static str, schema: &SchemaRef, b: &RecordBatch) -> Result<RecordBatch> {
+    conform_with(table, schema, b, false)
+}
+
+/// `Dictionary(Int32, Utf8)`: how a sealed file's few-valued text columns are read.
+fn is_text_dictionary(t: &DataType) -> bool {
+    matches!(t, DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8)
+}
+
+/// [`conform`]; with `keep_dictionaries`, a `Dictionary(Int32, Utf8)`
+/// column where the schema has `Utf8` stays a dictionary (the schema's
+/// field then takes its type).
+fn conform_with(table: &'static str, schema: &SchemaRef, b: &RecordBatch, keep_dictionaries: bool) -> Result<RecordBatch> {
     let n = b.num_rows();
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    let mut fields = Vec::with_capacity(schema.fields().len());
     for f in schema.fields() {
         let c = match b.column_by_name(f.name()) {
             Some(c) if c.data_type() == f.data_type() => Arc::clone(c),
+            Some(c) if keep_dictionaries && f.data_type() == &DataType::Utf8 && is_text_dictionary(c.data_type()) => {
+                Arc::clone(c)
+            }
             Some(c) => cast(c, f.data_type()).map_err(|e| Error::Table {
                 table,
                 detail: format!("column {:?} has type {} and cannot be read as {}: {e}", f.name(), c.data_type(), f.data_type()),
@@ -62,9 +78,11 @@ pub(crate) fn conform(table: &'static str, schema: &SchemaRef, b: &RecordBatch) 
             None if f.is_nullable() => new_null_array(f.data_type(), n),
             None => return Err(Error::Table { table, detail: format!("column {:?} is missing", f.name()) }),
         };
+        fields.push(if c.data_type() == f.data_type() { Arc::clone(f) } else { Arc::new(f.as_ref().clone().with_data_type(c.data_type().clone())) });
         cols.push(c);
     }
-    RecordBatch::try_new(Arc::clone(schema), cols).map_err(|e| Error::Table { table, detail: e.to_string() })
+    let schema = if keep_dictionaries { Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())) } else { Arc::clone(schema) };
+    RecordBatch::try_new(schema, cols).map_err(|e| Error::Table { table, detail: e.to_string() })
 }
 
 pub(crate) fn conform_all(table: &'static str, schema: &SchemaRef, bs: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
@@ -72,15 +90,15 @@ pub(crate) fn conform_all(table: &'static str, schema: &SchemaRef, bs: &[RecordB
 }
 
 /// [`conform_all`] for batches as stored: a sealed one is conformed to the
-/// table's sealed schema (its constant columns stay with its run), a stored
-/// one to the table's schema.
+/// table's sealed schema (its constant columns stay with its run, its text
+/// dictionaries stay dictionaries), a stored one to the table's schema.
 pub(crate) fn conform_sealed(table: &'static str, schema: &SchemaRef, bs: Vec<SealedBatch>) -> Result<Vec<SealedBatch>> {
     let sealed = sealed_schema(schema);
     bs.into_iter()
         .filter(|b| b.num_rows() > 0)
         .map(|b| match b.meta {
             None => Ok(SealedBatch::stored(conform(table, schema, &b.batch)?)),
-            Some(meta) => Ok(SealedBatch { batch: conform(table, &sealed, &b.batch)?, meta: Some(meta) }),
+            Some(meta) => Ok(SealedBatch { batch: conform_with(table, &sealed, &b.batch, true)?, meta: Some(meta) }),
         })
         .collect()
 }
