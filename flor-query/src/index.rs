@@ -159,7 +159,9 @@ pub(crate) struct Frames {
     /// Loop columns: `(loop name, occurrence)`, where occurrence counts the
     /// enclosing frames of the same loop name (0 for all but recursive loops).
     pub cols: Vec<(String, u32)>,
-    /// Where each frame's kept copy is stored: `(loops batch, row)`.
+    /// Where each frame's kept copy is stored: `(loops batch, row)`; empty
+    /// when no run can hold a frame twice (then every stored row is a frame,
+    /// in order, and the `loops` table needs no deduplication).
     pub origin: Vec<(u32, u32)>,
     /// Per run: `ctx_id` → frame. One small map per run keeps each lookup
     /// inside a cache-sized table (the same `ctx_id`s recur in every run of
@@ -194,7 +196,10 @@ impl Frames {
     /// and frames are stored in the order they were made, so a record's
     /// frame is usually its predecessor's or the next one.
     fn find_near(&self, hint: u32, run: u32, ctx: u64) -> Option<u32> {
-        for f in [hint, hint.wrapping_add(1)] {
+        // A run whose map is built on demand: its first frame too (where a
+        // batch's first record usually is), so the map is seldom needed.
+        let first = self.span.get(run as usize).map_or(NONE, |s| s.0);
+        for f in [hint, hint.wrapping_add(1), first] {
             let fu = f as usize;
             if self.ctx.get(fu) == Some(&ctx) && self.run.get(fu) == Some(&run) {
                 return Some(f);
@@ -265,6 +270,7 @@ pub(crate) enum Text<'a> {
 
 impl<'a> Text<'a> {
     /// The text of row `i` (a row of the column).
+    #[inline]
     pub fn value(&self, i: usize) -> &'a str {
         match *self {
             Text::Plain(a) => a.value(i),
@@ -342,7 +348,11 @@ impl Index {
         frames.ctx.reserve(total);
         frames.iteration.reserve(total);
         frames.value.reserve(total);
-        frames.origin.reserve(total);
+        // Without a run that can repeat a frame, neither is ever read.
+        let any_eager = eager.iter().any(|&e| e);
+        if any_eager {
+            frames.origin.reserve(total);
+        }
         let mut p_ctx: Vec<u64> = Vec::with_capacity(total);
         let mut has_duration: Vec<bool> = Vec::new();
         let mut names: HashMap<String, u32> = HashMap::new();
@@ -409,9 +419,11 @@ impl Index {
                 frames.ctx.push(c);
                 frames.iteration.push(it.value(i));
                 frames.value.push(value);
-                frames.origin.push((bi as u32, i as u32));
+                if any_eager {
+                    frames.origin.push((bi as u32, i as u32));
+                    has_duration.push(dur_ok);
+                }
                 p_ctx.push(pctx.value(i));
-                has_duration.push(dur_ok);
                 name_of.push(name_id);
             }
         }
