@@ -7,7 +7,7 @@
 //! reuses it for the next call while the handle has no unsealed records
 //! and `.flor/manifests` lists the same files (name, length, modification
 //! time); it is dropped when either changes, or with the handle. It holds
-//! the decoded records in memory (about 160 bytes per record: the resident
+//! the decoded records in memory (about 60 bytes per record: the resident
 //! size of a process after one call over 10^6 records with one loop frame
 //! each, with the cache against without; BENCHMARKS.md).
 //! `FLOR_QUERY_CACHE=0` in the environment turns this off. SQL builds its
