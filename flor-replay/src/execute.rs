@@ -1,10 +1,11 @@
 //! Turning a [`Plan`] into worker units and running them (DESIGN.md §7
-//! steps 4–5): each unit is prepared on the executor's thread just before
-//! its process starts — materialize its version from git objects into a
-//! temporary directory (once per run), write the propagated replay copy of
-//! the script, write a checkpoint recipe for each object the unit restores,
-//! write its spec — so units prepare in parallel and the first worker
-//! starts while the others are still being prepared.
+//! steps 4–5): each unit is prepared by the executor before its process
+//! starts — materialize its version from git objects into a temporary
+//! directory (once per run), write the propagated replay copy of the
+//! script, write a checkpoint recipe for each object the unit restores,
+//! write its spec. The local pool prepares units in order on a thread of
+//! its own, ahead of its workers, so the first worker starts right after
+//! the first unit is prepared and later preparations overlap running units.
 //!
 //! The coordinator alone opens each run's checkpoint database (sled admits
 //! one process per database) and keeps it open for the whole replay; it
@@ -100,18 +101,29 @@ fn hex(s: &str) -> String {
 /// Writes a recipe for each object checkpointed at the end of each of
 /// `iterations` of run `rp` into `spool/<i>/<hex(object)>`; returns the
 /// iterations written (those with at least one checkpoint).
-fn write_recipes(plan: &Plan, rp: &RunPlan, iterations: &[i64], spool: &Path) -> Result<Vec<i64>, Error> {
+fn write_recipes(
+    plan: &Plan,
+    rp: &RunPlan,
+    iterations: &[i64],
+    spool: &Path,
+) -> Result<Vec<i64>, Error> {
     if iterations.is_empty() {
         return Ok(Vec::new());
     }
-    let Some(ckpts) = plan.stores.get(&plan.root, rp.key) else { return Ok(Vec::new()) };
+    let Some(ckpts) = plan.stores.get(&plan.root, rp.key) else {
+        return Ok(Vec::new());
+    };
     let outer = rp.analysis.outer_loop.as_deref();
     let mut done = Vec::new();
     for &i in iterations {
         let dir = spool.join(i.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
         let mut any = false;
-        for info in ckpts.infos.iter().filter(|c| c.loop_path.len() == 1 && c.loop_path[0].1 == i && outer.is_none_or(|o| c.loop_path[0].0 == o)) {
+        for info in ckpts.infos.iter().filter(|c| {
+            c.loop_path.len() == 1
+                && c.loop_path[0].1 == i
+                && outer.is_none_or(|o| c.loop_path[0].0 == o)
+        }) {
             let recipe = ckpts.store.recipe(&info.loop_path, &info.object)?;
             let text = serde_json::to_vec(&recipe).map_err(|e| Error::Internal(e.to_string()))?;
             let path = dir.join(hex(&info.object));
@@ -168,7 +180,13 @@ fn units(plan: &Plan, opts: &ExecOptions, work: &Path) -> (Vec<Unit>, Vec<Job>) 
                 "suffix" => rp.checkpoints.last().copied().into_iter().collect(),
                 "iterations" => schedule(&part, &rp.checkpoints, rp.skip_rest)
                     .into_iter()
-                    .filter_map(|s| if let Step::Restore(c) = s { Some(c) } else { None })
+                    .filter_map(|s| {
+                        if let Step::Restore(c) = s {
+                            Some(c)
+                        } else {
+                            None
+                        }
+                    })
                     .collect(),
                 _ => Vec::new(),
             };
@@ -178,7 +196,16 @@ fn units(plan: &Plan, opts: &ExecOptions, work: &Path) -> (Vec<Unit>, Vec<Job>) 
                 (Some(a), Some(b)) => format!(" iterations {a}–{b}"),
                 _ => String::new(),
             };
-            let label = format!("{}{}{}", crate::fmt_tstamp(rp.key.tstamp), range, if n_parts > 1 { format!(" ({}/{n_parts})", k + 1) } else { String::new() });
+            let label = format!(
+                "{}{}{}",
+                crate::fmt_tstamp(rp.key.tstamp),
+                range,
+                if n_parts > 1 {
+                    format!(" ({}/{n_parts})", k + 1)
+                } else {
+                    String::new()
+                }
+            );
             units.push(Unit {
                 id: units.len(),
                 label,
@@ -192,7 +219,16 @@ fn units(plan: &Plan, opts: &ExecOptions, work: &Path) -> (Vec<Unit>, Vec<Job>) 
                 total: part.len().max(1) as u64,
             });
             let spool = work.join(&stem).join(format!("spool-{k}"));
-            jobs.push(Job { run: r, mode, part, restores, src: src.clone(), spool, spec, decode_threads });
+            jobs.push(Job {
+                run: r,
+                mode,
+                part,
+                restores,
+                src: src.clone(),
+                spool,
+                spec,
+                decode_threads,
+            });
         }
     }
     (units, jobs)
@@ -200,24 +236,36 @@ fn units(plan: &Plan, opts: &ExecOptions, work: &Path) -> (Vec<Unit>, Vec<Job>) 
 
 /// Prepares one unit: its run's version (once per run, whichever unit of
 /// the run comes first), its checkpoint recipes and its spec.
-fn prepare(plan: &Plan, job: &Job, materialized: &OnceLock<Result<(), String>>) -> Result<(), Error> {
+fn prepare(
+    plan: &Plan,
+    job: &Job,
+    materialized: &OnceLock<Result<(), String>>,
+) -> Result<(), Error> {
     let rp = &plan.runs[job.run];
     let m = materialized.get_or_init(|| {
         let go = || -> Result<(), Error> {
             std::fs::create_dir_all(&job.src).map_err(|e| Error::Io(job.src.clone(), e))?;
             flor_store::versions::materialize(&plan.root, &rp.commit_id, &job.src)?;
             let script = job.src.join(&plan.filename);
-            std::fs::write(&script, &rp.analysis.replay_source).map_err(|e| Error::Io(script.clone(), e))
+            std::fs::write(&script, &rp.analysis.replay_source)
+                .map_err(|e| Error::Io(script.clone(), e))
         };
         go().map_err(|e| e.to_string())
     });
     if let Err(e) = m {
-        return Err(Error::Internal(format!("materializing version {}: {e}", &rp.commit_id[..rp.commit_id.len().min(12)])));
+        return Err(Error::Internal(format!(
+            "materializing version {}: {e}",
+            &rp.commit_id[..rp.commit_id.len().min(12)]
+        )));
     }
     std::fs::create_dir_all(&job.spool).map_err(|e| Error::Io(job.spool.clone(), e))?;
     let checkpoints = write_recipes(plan, rp, &job.restores, &job.spool)?;
     let recorded = if job.mode == "iterations" {
-        rp.recorded.iter().filter(|(i, _)| job.part.contains(i)).map(|(i, c)| (*i, c.clone())).collect()
+        rp.recorded
+            .iter()
+            .filter(|(i, _)| job.part.contains(i))
+            .map(|(i, c)| (*i, c.clone()))
+            .collect()
     } else {
         BTreeMap::new()
     };
@@ -249,15 +297,29 @@ fn prepare(plan: &Plan, job: &Job, materialized: &OnceLock<Result<(), String>>) 
 /// # Errors
 /// [`Error::Io`] when the temporary directory cannot be made; unit
 /// failures (including failures to prepare one) are in the report.
-pub fn run(plan: &Plan, opts: &ExecOptions, executor: &dyn Executor, on_event: &(dyn Fn(&[Unit], Event) + Sync)) -> Result<Report, Error> {
+pub fn run(
+    plan: &Plan,
+    opts: &ExecOptions,
+    executor: &dyn Executor,
+    on_event: &(dyn Fn(&[Unit], Event) + Sync),
+) -> Result<Report, Error> {
     let start = Instant::now();
-    let work = tempfile::Builder::new().prefix("flor-replay-").tempdir().map_err(|e| Error::Io(std::env::temp_dir(), e))?;
+    let work = tempfile::Builder::new()
+        .prefix("flor-replay-")
+        .tempdir()
+        .map_err(|e| Error::Io(std::env::temp_dir(), e))?;
     let (units, jobs) = units(plan, opts, work.path());
-    let materialized: Vec<OnceLock<Result<(), String>>> = plan.runs.iter().map(|_| OnceLock::new()).collect();
+    let materialized: Vec<OnceLock<Result<(), String>>> =
+        plan.runs.iter().map(|_| OnceLock::new()).collect();
     let prep = |u: &Unit| -> Result<(), String> {
         let job = jobs.get(u.id).ok_or_else(|| format!("no unit {}", u.id))?;
         prepare(plan, job, &materialized[job.run]).map_err(|e| e.to_string())
     };
     let outcomes = executor.execute(&units, &prep, &|e| on_event(&units, e));
-    Ok(Report { units, outcomes, seconds: start.elapsed().as_secs_f64(), estimate_s: plan.estimate_s() })
+    Ok(Report {
+        units,
+        outcomes,
+        seconds: start.elapsed().as_secs_f64(),
+        estimate_s: plan.estimate_s(),
+    })
 }

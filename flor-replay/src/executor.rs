@@ -50,7 +50,7 @@ pub struct UnitOutcome {
     pub ok: bool,
     /// The exit code, `None` when killed by a signal or never started.
     pub exit_code: Option<i32>,
-    /// Wall seconds.
+    /// Wall seconds: preparing it plus running its process.
     pub seconds: f64,
     /// The last lines of its stderr (at most 20), for the summary.
     pub stderr_tail: String,
@@ -63,17 +63,23 @@ pub struct UnitOutcome {
     pub times: Option<String>,
 }
 
-/// What prepares a unit just before its process starts (materializing its
-/// version, writing its checkpoint recipes and spec), called on the
-/// executor's thread for that unit; an error fails the unit.
+/// What prepares a unit before its process starts (materializing its
+/// version, writing its checkpoint recipes and spec); an error fails the
+/// unit. [`LocalPool`] calls it in unit order from one thread, ahead of the
+/// workers.
 pub type Prepare<'a> = dyn Fn(&Unit) -> Result<(), String> + Sync + 'a;
 
 /// Runs units and reports events; a failing unit never stops the others.
 pub trait Executor {
-    /// Runs every unit, calling `prepare` for each just before it starts and
-    /// `on_event` from any thread, and returns one outcome per unit in
-    /// `units` order.
-    fn execute(&self, units: &[Unit], prepare: &Prepare<'_>, on_event: &(dyn Fn(Event) + Sync)) -> Vec<UnitOutcome>;
+    /// Runs every unit, calling `prepare` for each before it starts (once,
+    /// from any thread) and `on_event` from any thread, and returns one
+    /// outcome per unit in `units` order.
+    fn execute(
+        &self,
+        units: &[Unit],
+        prepare: &Prepare<'_>,
+        on_event: &(dyn Fn(Event) + Sync),
+    ) -> Vec<UnitOutcome>;
 }
 
 /// A pool of `workers` local processes.
@@ -92,7 +98,9 @@ pub const PROGRESS_PREFIX: &str = "FLOR-REPLAY-PROGRESS ";
 pub const TIMES_PREFIX: &str = "FLOR-REPLAY-TIMES ";
 
 fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn tail(mut f: std::fs::File, lines: usize) -> String {
@@ -104,31 +112,46 @@ fn tail(mut f: std::fs::File, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn run_one(unit: &Unit, prepare: &Prepare<'_>, on_event: &(dyn Fn(Event) + Sync)) -> UnitOutcome {
+/// A unit whose preparation has run: `Ok(seconds)` or the error.
+type Prepared<'u> = (&'u Unit, Result<f64, (String, f64)>);
+
+fn run_one(
+    unit: &Unit,
+    prepared: Result<f64, (String, f64)>,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> UnitOutcome {
     let start = Instant::now();
     let fail = |msg: String, prepare_s: f64| UnitOutcome {
         unit: unit.id,
         ok: false,
         exit_code: None,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds: start.elapsed().as_secs_f64() + prepare_s,
         stderr_tail: msg,
         prepare_s,
         started_unix: 0.0,
         times: None,
     };
-    if let Err(e) = prepare(unit) {
-        return fail(format!("preparing the unit failed: {e}"), start.elapsed().as_secs_f64());
-    }
-    let prepare_s = start.elapsed().as_secs_f64();
+    let prepare_s = match prepared {
+        Ok(s) => s,
+        Err((e, s)) => return fail(format!("preparing the unit failed: {e}"), s),
+    };
     let fail = |msg: String| fail(msg, prepare_s);
-    let Some((prog, args)) = unit.argv.split_first() else { return fail("empty command".into()) };
+    let Some((prog, args)) = unit.argv.split_first() else {
+        return fail("empty command".into());
+    };
     let stderr = match tempfile::tempfile() {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot create a file for stderr: {e}")),
     };
-    let Ok(stderr_w) = stderr.try_clone() else { return fail("cannot share the stderr file".into()) };
+    let Ok(stderr_w) = stderr.try_clone() else {
+        return fail("cannot share the stderr file".into());
+    };
     let mut cmd = Command::new(prog);
-    cmd.args(args).current_dir(&unit.cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(stderr_w));
+    cmd.args(args)
+        .current_dir(&unit.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr_w));
     for (k, v) in &unit.env {
         cmd.env(k, v);
     }
@@ -143,7 +166,10 @@ fn run_one(unit: &Unit, prepare: &Prepare<'_>, on_event: &(dyn Fn(Event) + Sync)
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if let Some(n) = line.strip_prefix(PROGRESS_PREFIX) {
                 if let Ok(done) = n.trim().parse() {
-                    on_event(Event::Progress { unit: unit.id, done });
+                    on_event(Event::Progress {
+                        unit: unit.id,
+                        done,
+                    });
                 }
             } else if let Some(t) = line.strip_prefix(TIMES_PREFIX) {
                 times = Some(t.trim().to_owned());
@@ -151,30 +177,56 @@ fn run_one(unit: &Unit, prepare: &Prepare<'_>, on_event: &(dyn Fn(Event) + Sync)
         }
     }
     let status = child.wait();
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = start.elapsed().as_secs_f64() + prepare_s;
     let stderr_tail = tail(stderr, 20);
     let (ok, exit_code, stderr_tail) = match status {
         Ok(s) => (s.success(), s.code(), stderr_tail),
         Err(e) => (false, None, format!("{stderr_tail}\nwait failed: {e}")),
     };
-    UnitOutcome { unit: unit.id, ok, exit_code, seconds, stderr_tail, prepare_s, started_unix, times }
+    UnitOutcome {
+        unit: unit.id,
+        ok,
+        exit_code,
+        seconds,
+        stderr_tail,
+        prepare_s,
+        started_unix,
+        times,
+    }
 }
 
 impl Executor for LocalPool {
-    fn execute(&self, units: &[Unit], prepare: &Prepare<'_>, on_event: &(dyn Fn(Event) + Sync)) -> Vec<UnitOutcome> {
-        let (tx, rx) = crossbeam_channel::unbounded::<&Unit>();
-        for u in units {
-            let _ = tx.send(u);
-        }
-        drop(tx);
+    /// Units are prepared in order on one thread of their own, at most
+    /// `workers` units ahead of the pool, so a unit's preparation (its
+    /// version materialized from git, its recipes and spec) overlaps the run
+    /// of the units before it instead of delaying its own start.
+    fn execute(
+        &self,
+        units: &[Unit],
+        prepare: &Prepare<'_>,
+        on_event: &(dyn Fn(Event) + Sync),
+    ) -> Vec<UnitOutcome> {
+        let workers = self.workers.max(1).min(units.len().max(1));
+        let (tx, rx) = crossbeam_channel::bounded::<Prepared<'_>>(workers);
         let mut outcomes: Vec<UnitOutcome> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..self.workers.max(1).min(units.len().max(1)))
+            s.spawn(move || {
+                for u in units {
+                    let t = Instant::now();
+                    let r = prepare(u)
+                        .map(|()| t.elapsed().as_secs_f64())
+                        .map_err(|e| (e, t.elapsed().as_secs_f64()));
+                    if tx.send((u, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     let rx = rx.clone();
                     s.spawn(move || {
                         let mut done = Vec::new();
-                        for u in rx.iter() {
-                            let o = run_one(u, prepare, on_event);
+                        for (u, prepared) in rx.iter() {
+                            let o = run_one(u, prepared, on_event);
                             on_event(Event::Finished(o.clone()));
                             done.push(o);
                         }
@@ -182,9 +234,84 @@ impl Executor for LocalPool {
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
         });
         outcomes.sort_by_key(|o| o.unit);
         outcomes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn unit(id: usize, argv: &[&str]) -> Unit {
+        Unit {
+            id,
+            label: format!("unit {id}"),
+            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            cwd: std::env::temp_dir(),
+            env: Vec::new(),
+            total: 1,
+        }
+    }
+
+    /// Each unit is prepared once, in order; a failed preparation or a
+    /// failing process fails only its own unit; outcomes come back in unit
+    /// order with the process's exit code and stderr tail.
+    #[test]
+    fn failures_stay_in_their_unit_and_preparation_runs_once_in_order() {
+        let units = vec![
+            unit(0, &["sh", "-c", "echo FLOR-REPLAY-PROGRESS 1"]),
+            unit(1, &["sh", "-c", "true"]),
+            unit(2, &["sh", "-c", "echo boom >&2; exit 3"]),
+            unit(3, &["sh", "-c", "true"]),
+        ];
+        let prepared = Mutex::new(Vec::new());
+        let prepare = |u: &Unit| {
+            prepared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(u.id);
+            if u.id == 1 {
+                Err("no version".to_owned())
+            } else {
+                Ok(())
+            }
+        };
+        let progress = Mutex::new(Vec::new());
+        let on_event = |e: Event| {
+            if let Event::Progress { unit, done } = e {
+                progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((unit, done));
+            }
+        };
+        let out = LocalPool { workers: 2 }.execute(&units, &prepare, &on_event);
+        assert_eq!(
+            prepared.into_inner().unwrap_or_else(|p| p.into_inner()),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            out.iter().map(|o| o.unit).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            out.iter().map(|o| o.ok).collect::<Vec<_>>(),
+            vec![true, false, false, true]
+        );
+        assert_eq!(out[1].stderr_tail, "preparing the unit failed: no version");
+        assert_eq!(out[1].started_unix, 0.0);
+        assert_eq!(out[2].exit_code, Some(3));
+        assert_eq!(out[2].stderr_tail, "boom");
+        assert_eq!(
+            progress.into_inner().unwrap_or_else(|p| p.into_inner()),
+            vec![(0, 1)]
+        );
     }
 }
