@@ -33,7 +33,8 @@
 //! `(2 × queue_chunks + workers + 1) × (max chunk + ~0.5%)` bytes. Each
 //! worker hashes its chunk (blake3); a chunk already in the index is not
 //! stored again; a new one is compressed with zstd (kept raw when that saves
-//! under 1/32) and sealed in a checksummed frame. One writer thread appends
+//! under 1/10: a decode on every restore costs more than that is worth) and
+//! sealed in a checksummed frame. One writer thread appends
 //! frames to the active pack and commits finished saves in submission
 //! order: fsync the packs, then insert and flush the index entries, then
 //! insert and flush the manifests (`writer.rs`). A manifest is thus never
