@@ -356,10 +356,10 @@ impl Index {
         let mut p_ctx: Vec<u64> = Vec::with_capacity(total);
         let mut has_duration: Vec<bool> = Vec::new();
         let mut names: HashMap<String, u32> = HashMap::new();
-        let mut name_of: Vec<u32> = Vec::new();
+        let mut name_of: Vec<u32> = Vec::with_capacity(total);
         let mut value_ids: HashMap<String, u32> = HashMap::new();
-        for (bi, (b, rs)) in loops.iter().zip(&loop_runs).enumerate() {
-            let b = &b.batch;
+        for (bi, (sb, rs)) in loops.iter().zip(&loop_runs).enumerate() {
+            let b = &sb.batch;
             let ctx = b.column_by_name("ctx_id").and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(|| missing("loops", "ctx_id"))?;
             let pctx = b.column_by_name("p_ctx_id").and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(|| missing("loops", "p_ctx_id"))?;
             let it = b.column_by_name("iteration").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| missing("loops", "iteration"))?;
@@ -367,7 +367,70 @@ impl Index {
             let lname = text_col("loops", b, "loop_name")?;
             let lval = str_col("loops", b, "loop_value")?;
             let mut last_name: Option<(usize, u32)> = None;
-            for i in 0..b.num_rows() {
+            // A dictionary column: each distinct name interned once.
+            let mut intern = |n: &str| {
+                let next = names.len() as u32;
+                *names.entry(n.to_owned()).or_insert(next)
+            };
+            let name_by_key: Vec<u32> = match lname {
+                Text::Dict(_, values) => (0..values.len()).map(|k| intern(values.value(k))).collect(),
+                Text::Plain(_) => Vec::new(),
+            };
+            let mut name_at = |i: usize| match (lname, last_name) {
+                (Text::Dict(keys, _), _) => match keys.get(i).and_then(|&k| name_by_key.get(usize::try_from(k).ok()?)) {
+                    Some(&id) => id,
+                    // A key outside the dictionary reads as `""`.
+                    None => intern(""),
+                },
+                (Text::Plain(a), Some((row, id))) if a.value(row) == a.value(i) => id,
+                (Text::Plain(a), _) => {
+                    let id = intern(a.value(i));
+                    last_name = Some((i, id));
+                    id
+                }
+            };
+            let mut value_at = |i: usize| {
+                if !lval.is_valid(i) {
+                    return NONE;
+                }
+                let v = lval.value(i);
+                let next = frames.values.len() as u32;
+                let id = *value_ids.entry(v.to_owned()).or_insert(next);
+                if id == next {
+                    frames.values.push(v.to_owned());
+                }
+                id
+            };
+            // A sealed file of a run stored once (a seal stores each frame
+            // once): every row is a new frame, in order, so the columns are
+            // appended whole rather than row by row.
+            let n = b.num_rows();
+            let single = rs.first().map(|&r| remap[r as usize]).filter(|&r| sb.meta.is_some() && !eager.get(r as usize).copied().unwrap_or(true));
+            if let Some(run) = single {
+                let f0 = frames.run.len() as u32;
+                if let Some(span) = frames.span.get_mut(run as usize) {
+                    if span.0 == span.1 {
+                        span.0 = f0;
+                    }
+                    span.1 = f0 + n as u32;
+                }
+                frames.run.extend(std::iter::repeat_n(run, n));
+                frames.ctx.extend_from_slice(ctx.values());
+                frames.iteration.extend_from_slice(it.values());
+                p_ctx.extend_from_slice(pctx.values());
+                if lval.null_count() == n {
+                    frames.value.extend(std::iter::repeat_n(NONE, n));
+                } else {
+                    frames.value.extend((0..n).map(&mut value_at));
+                }
+                name_of.extend((0..n).map(&mut name_at));
+                if any_eager {
+                    frames.origin.extend((0..n as u32).map(|i| (bi as u32, i)));
+                    has_duration.extend((0..n).map(|i| dur.is_valid(i)));
+                }
+                continue;
+            }
+            for i in 0..n {
                 let run = remap[rs[i] as usize];
                 let c = ctx.value(i);
                 let dur_ok = dur.is_valid(i);
@@ -394,27 +457,8 @@ impl Index {
                     }
                     continue;
                 }
-                let name_id = match last_name {
-                    Some((row, id)) if lname.value(row) == lname.value(i) => id,
-                    _ => {
-                        let n = lname.value(i);
-                        let next = names.len() as u32;
-                        let id = *names.entry(n.to_owned()).or_insert(next);
-                        last_name = Some((i, id));
-                        id
-                    }
-                };
-                let value = if lval.is_valid(i) {
-                    let v = lval.value(i);
-                    let next = frames.values.len() as u32;
-                    let id = *value_ids.entry(v.to_owned()).or_insert(next);
-                    if id == next {
-                        frames.values.push(v.to_owned());
-                    }
-                    id
-                } else {
-                    NONE
-                };
+                let name_id = name_at(i);
+                let value = value_at(i);
                 frames.run.push(run);
                 frames.ctx.push(c);
                 frames.iteration.push(it.value(i));
@@ -479,7 +523,10 @@ impl Index {
             }
         }
         frames.cols = cols;
-        let log_frames = logs.iter().zip(&log_runs).map(|(b, rs)| frames.of_rows(b, rs)).collect::<Result<Vec<_>>>()?;
+        let pairs: Vec<(&SealedBatch, &Vec<u32>)> = logs.iter().zip(&log_runs).collect();
+        let log_frames = crate::par::map_halves(&pairs, |(b, _)| b.num_rows(), |(b, rs)| frames.of_rows(b, rs))
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(Index { runs, log_runs, log_frames, frames })
     }
 }

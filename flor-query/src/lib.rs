@@ -50,6 +50,7 @@ mod error;
 mod index;
 mod latest;
 mod output;
+mod par;
 mod pivot;
 mod tables;
 

@@ -42,6 +42,9 @@ pub(crate) struct LogCols<'a> {
     pub ctx_id: &'a UInt64Array,
     pub seq: &'a UInt64Array,
     pub value_type: Text<'a>,
+    /// For a dictionary `value_type`: the type of each dictionary value
+    /// (parsed once per batch, not once per row); empty for a plain one.
+    pub types_by_key: Vec<ValueType>,
     pub int: &'a Int64Array,
     pub float: &'a Float64Array,
     pub boolean: &'a BooleanArray,
@@ -75,11 +78,17 @@ impl<'a> LogCols<'a> {
             None => SourceCol::Rows(str_col("logs", b, "source")?),
         };
         let prim = |n: &'static str| b.column_by_name(n).ok_or_else(|| missing("logs", n));
+        let value_type = text_col("logs", b, "value_type")?;
+        let types_by_key = match value_type {
+            Text::Dict(_, values) => (0..values.len()).map(|k| parse_type(values.value(k))).collect(),
+            Text::Plain(_) => Vec::new(),
+        };
         Ok(LogCols {
             value_name: text_col("logs", b, "value_name")?,
             ctx_id: prim("ctx_id")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| missing("logs", "ctx_id"))?,
             seq: prim("seq")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| missing("logs", "seq"))?,
-            value_type: text_col("logs", b, "value_type")?,
+            value_type,
+            types_by_key,
             int: prim("value_int")?.as_primitive_opt::<Int64Type>().ok_or_else(|| missing("logs", "value_int"))?,
             float: prim("value_float")?.as_primitive_opt::<Float64Type>().ok_or_else(|| missing("logs", "value_float"))?,
             boolean: prim("value_bool")?.as_boolean_opt().ok_or_else(|| missing("logs", "value_bool"))?,
@@ -99,7 +108,14 @@ impl<'a> LogCols<'a> {
     /// The value of row `i`, `None` when its typed column is null (damaged
     /// data). An unknown `value_type` reads as `repr` text.
     fn value(&self, i: usize) -> Option<Cell<'a>> {
-        let t = ValueType::parse(self.value_type.value(i)).unwrap_or(ValueType::Repr);
+        let t = match self.value_type {
+            // A key outside the dictionary reads as `""`, an unknown type.
+            Text::Dict(keys, _) => keys
+                .get(i)
+                .and_then(|&k| self.types_by_key.get(usize::try_from(k).ok()?).copied())
+                .unwrap_or(ValueType::Repr),
+            Text::Plain(a) => parse_type(a.value(i)),
+        };
         let ok = |a: &dyn Array| a.is_valid(i);
         Some(match t {
             ValueType::Int if ok(self.int) => Cell::Int(self.int.value(i)),
@@ -109,6 +125,11 @@ impl<'a> LogCols<'a> {
             _ => return None,
         })
     }
+}
+
+/// A `value_type` text as a type; an unknown one reads as `repr` text.
+fn parse_type(s: &str) -> ValueType {
+    ValueType::parse(s).unwrap_or(ValueType::Repr)
 }
 
 /// One logged value, borrowed from its batch.
@@ -332,36 +353,36 @@ pub(crate) fn build(
         used.insert(label.to_owned());
         fields.push(Field::new(label, dt, false));
     }
-    // The four key columns on a second thread, beside the loop and name
-    // columns (they read only shared, immutable data).
-    let keys = || -> Result<[ArrayRef; 4]> {
+    // Three key columns on a second thread, beside `source`, the loop and
+    // the name columns (about half the output's bytes each side; they read
+    // only shared, immutable data).
+    let keys = || -> Result<[ArrayRef; 3]> {
         Ok([
             Arc::new(text_column(rows, |r| runs.projid[run_of(r)].as_str())?),
             Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| runs.tstamp[run_of(r)]).collect::<Vec<_>>())),
             Arc::new(text_column(rows, |r| runs.filename[run_of(r)].as_str())?),
-            Arc::new(text_column(rows, |&r| source_label(row_source(sel, j, r as usize)))?),
         ])
     };
-    let (keys, rest) = std::thread::scope(|s| {
+    let source = || -> Result<ArrayRef> { Ok(Arc::new(text_column(rows, |&r| source_label(row_source(sel, j, r as usize)))?)) };
+    let (keys, source, rest) = std::thread::scope(|s| {
         // No thread (small output, or none could be started): built here.
-        let handle = (rows.len() >= PARALLEL_ROWS).then(|| std::thread::Builder::new().spawn_scoped(s, keys).ok()).flatten();
+        let handle = (rows.len() >= crate::par::PARALLEL_ROWS).then(|| std::thread::Builder::new().spawn_scoped(s, keys).ok()).flatten();
+        let source = source();
         let rest = rest_columns(index, logs, sel, j, rows, names, &mut used);
         let keys = match handle {
             // A panic there is a bug; it goes on as if it had happened here.
             Some(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
             None => keys(),
         };
-        (keys, rest)
+        (keys, source, rest)
     });
     cols.extend(keys?);
+    cols.push(source?);
     let (rest_fields, rest_cols) = rest?;
     fields.extend(rest_fields);
     cols.extend(rest_cols);
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(arrow_err("the dataframe"))
 }
-
-/// Below this many rows the key columns are built on the calling thread.
-const PARALLEL_ROWS: usize = 1 << 16;
 
 /// The loop columns and the name columns of [`build`], with their fields.
 fn rest_columns(

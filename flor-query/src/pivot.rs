@@ -26,38 +26,68 @@ pub(crate) const FORWARD: u8 = 1;
 /// See [`FORWARD`].
 pub(crate) const REPLAY: u8 = 2;
 
-/// The selected records: one entry per `logs` row whose name was asked.
-#[derive(Debug, Default)]
-pub(crate) struct Selected {
+/// The selected records: one entry per `logs` row whose name was asked,
+/// as (batch, row). Its run, frame, source and `seq` are looked up where
+/// they are kept (the index, the batch) rather than copied per record: at
+/// 10^6 records each byte per record is a megabyte of fresh memory, about
+/// half a millisecond to fault in on the 2-core reference machine.
+#[derive(Debug)]
+pub(crate) struct Selected<'s> {
+    index: &'s Index,
+    logs: &'s [LogCols<'s>],
     pub batch: Vec<u32>,
     pub row: Vec<u32>,
-    pub run: Vec<u32>,
-    /// Innermost frame, or [`NONE`] at run level (or when the frame was
-    /// never stored).
-    pub frame: Vec<u32>,
-    pub source: Vec<u8>,
-    pub seq: Vec<u64>,
 }
 
-impl Selected {
-    fn with_capacity(n: usize) -> Selected {
-        Selected {
-            batch: Vec::with_capacity(n),
-            row: Vec::with_capacity(n),
-            run: Vec::with_capacity(n),
-            frame: Vec::with_capacity(n),
-            source: Vec::with_capacity(n),
-            seq: Vec::with_capacity(n),
-        }
+impl<'s> Selected<'s> {
+    /// No records yet, room for `n`, read from `logs` as `index` indexed them.
+    pub fn with_capacity(index: &'s Index, logs: &'s [LogCols<'s>], n: usize) -> Selected<'s> {
+        Selected { index, logs, batch: Vec::with_capacity(n), row: Vec::with_capacity(n) }
     }
 
-    fn push(&mut self, batch: u32, row: u32, run: u32, frame: u32, source: u8, seq: u64) {
+    fn push(&mut self, batch: u32, row: u32) {
         self.batch.push(batch);
         self.row.push(row);
-        self.run.push(run);
-        self.frame.push(frame);
-        self.source.push(source);
-        self.seq.push(seq);
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// The (batch, row) of record `r`.
+    #[inline]
+    fn at(&self, r: u32) -> (usize, usize) {
+        (self.batch[r as usize] as usize, self.row[r as usize] as usize)
+    }
+
+    /// The run of record `r`.
+    #[inline]
+    pub fn run(&self, r: u32) -> u32 {
+        let (b, i) = self.at(r);
+        self.index.log_runs.get(b).and_then(|v| v.get(i)).copied().unwrap_or(NONE)
+    }
+
+    /// The innermost frame of record `r`, or [`NONE`] at run level (or when
+    /// the frame was never stored).
+    #[inline]
+    pub fn frame(&self, r: u32) -> u32 {
+        let (b, i) = self.at(r);
+        self.index.log_frames.get(b).and_then(|v| v.get(i)).copied().unwrap_or(NONE)
+    }
+
+    /// [`FORWARD`] or [`REPLAY`] for record `r`.
+    #[inline]
+    pub fn source(&self, r: u32) -> u8 {
+        let (b, i) = self.at(r);
+        self.logs.get(b).map_or(FORWARD, |lc| lc.source_bits(i))
+    }
+
+    /// The `seq` of record `r` (its order within its seal).
+    #[inline]
+    pub fn seq(&self, r: u32) -> u64 {
+        let (b, i) = self.at(r);
+        self.logs.get(b).map_or(0, |lc| lc.seq.value(i))
     }
 }
 
@@ -80,12 +110,12 @@ impl Joined {
 }
 
 /// Reads the records of `names` out of the `logs` batches.
-fn select(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> (Selected, Vec<Vec<u32>>) {
+fn select<'s>(index: &'s Index, logs: &'s [LogCols<'s>], names: &[&str]) -> (Selected<'s>, Vec<Vec<u32>>) {
     // Sized up front: growing by doubling would copy each vector and touch
     // twice its final memory (fresh pages cost more than the copying here).
     // Capacity past what is filled stays untouched.
     let total: usize = index.log_runs.iter().map(Vec::len).sum();
-    let mut sel = Selected::with_capacity(total);
+    let mut sel = Selected::with_capacity(index, logs, total);
     let per_name_cap = if names.len() == 1 { total } else { 0 };
     let mut per_name: Vec<Vec<u32>> = (0..names.len()).map(|_| Vec::with_capacity(per_name_cap)).collect();
     let lookup: std::collections::HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
@@ -96,14 +126,14 @@ fn select(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> (Selected, Vec
             Text::Dict(_, values) => (0..datafusion::arrow::array::Array::len(values)).map(|k| find(values.value(k))).collect(),
             Text::Plain(_) => Vec::new(),
         };
-        for (i, (&run, &frame)) in runs.iter().zip(frames).enumerate() {
+        for i in 0..runs.len().min(frames.len()) {
             let which = match lc.value_name {
                 Text::Dict(keys, _) => keys.get(i).and_then(|&k| by_key.get(usize::try_from(k).ok()?).copied().flatten()),
                 Text::Plain(a) => find(a.value(i)),
             };
             let Some(which) = which else { continue };
-            per_name[which].push(sel.batch.len() as u32);
-            sel.push(bi as u32, i as u32, run, frame, lc.source_bits(i), lc.seq.value(i));
+            per_name[which].push(sel.len() as u32);
+            sel.push(bi as u32, i as u32);
         }
     }
     (sel, per_name)
@@ -118,7 +148,7 @@ fn name_cols(index: &Index, sel: &Selected, recs: &[u32]) -> Vec<u32> {
     let mut chain: Vec<u32> = Vec::new();
     let mut last_frame = NONE;
     for &r in recs {
-        let start = sel.frame[r as usize];
+        let start = sel.frame(r);
         if start == NONE || start == last_frame {
             continue;
         }
@@ -212,8 +242,8 @@ fn first(index: &Index, sel: &Selected, recs: Vec<u32>, cols: Vec<u32>) -> Joine
     let mut dims = vec![vec![NONE; n]; cols.len()];
     let mut run = Vec::with_capacity(n);
     for (row, &r) in recs.iter().enumerate() {
-        run.push(sel.run[r as usize]);
-        fill_dims(index, sel.frame[r as usize], &pos, &mut dims, row);
+        run.push(sel.run(r));
+        fill_dims(index, sel.frame(r), &pos, &mut dims, row);
     }
     Joined { run, cols, dims, vals: vec![recs] }
 }
@@ -235,7 +265,7 @@ fn join(index: &Index, sel: &Selected, left: Joined, recs: &[u32], rcols: &[u32]
     }
     let mut rdims = vec![vec![NONE; recs.len()]; rcols.len()];
     for (row, &r) in recs.iter().enumerate() {
-        fill_dims(index, sel.frame[r as usize], &rpos, &mut rdims, row);
+        fill_dims(index, sel.frame(r), &rpos, &mut rdims, row);
     }
     // Common columns: (left slot, right slot).
     let common: Vec<(usize, usize)> = left
@@ -258,7 +288,7 @@ fn join(index: &Index, sel: &Selected, left: Joined, recs: &[u32], rcols: &[u32]
     let mut head: FastMap<u64, u32> = FastMap::default();
     let mut next = vec![NONE; recs.len()];
     for (k, &r) in recs.iter().enumerate().rev() {
-        let h = key_hash(sel.run[r as usize], &mut common.iter().map(|&(_, rs)| rdims[rs][k]));
+        let h = key_hash(sel.run(r), &mut common.iter().map(|&(_, rs)| rdims[rs][k]));
         let e = head.entry(h).or_insert(NONE);
         next[k] = *e;
         *e = k as u32;
@@ -274,7 +304,7 @@ fn join(index: &Index, sel: &Selected, left: Joined, recs: &[u32], rcols: &[u32]
     let push = |out: &mut Joined, l: Option<usize>, r: Option<usize>| {
         let run = match (l, r) {
             (Some(l), _) => left.run[l],
-            (None, Some(r)) => sel.run[recs[r] as usize],
+            (None, Some(r)) => sel.run(recs[r]),
             (None, None) => return,
         };
         out.run.push(run);
@@ -297,8 +327,7 @@ fn join(index: &Index, sel: &Selected, left: Joined, recs: &[u32], rcols: &[u32]
         let mut any = false;
         while k != NONE {
             let ku = k as usize;
-            let r = recs[ku] as usize;
-            if sel.run[r] == left.run[l] && common.iter().all(|&(ls, rs)| frame_eq(index, left.dims[ls][l], rdims[rs][ku])) {
+            if sel.run(recs[ku]) == left.run[l] && common.iter().all(|&(ls, rs)| frame_eq(index, left.dims[ls][l], rdims[rs][ku])) {
                 push(&mut out, Some(l), Some(ku));
                 matched[ku] = true;
                 any = true;
@@ -319,7 +348,7 @@ fn join(index: &Index, sel: &Selected, left: Joined, recs: &[u32], rcols: &[u32]
 
 /// The source bits of row `row` of `j`.
 pub(crate) fn row_source(sel: &Selected, j: &Joined, row: usize) -> u8 {
-    j.vals.iter().map(|v| v[row]).filter(|&r| r != NONE).fold(0, |acc, r| acc | sel.source[r as usize])
+    j.vals.iter().map(|v| v[row]).filter(|&r| r != NONE).fold(0, |acc, r| acc | sel.source(r))
 }
 
 /// Sorts the rows and drops exact duplicates; returns the kept row numbers.
@@ -360,7 +389,7 @@ fn order_and_dedup(index: &Index, sel: &Selected, logs: &[LogCols<'_>], j: &Join
                     (true, true) => Ordering::Equal,
                     (true, false) => Ordering::Less,
                     (false, true) => Ordering::Greater,
-                    (false, false) => sel.seq[x as usize].cmp(&sel.seq[y as usize]),
+                    (false, false) => sel.seq(x).cmp(&sel.seq(y)),
                 };
                 if o != Ordering::Equal {
                     return o;
@@ -434,7 +463,7 @@ pub(crate) fn pivot(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> Resu
 /// shows its last forward value (a replayed value only when no forward one
 /// exists).
 pub(crate) fn run_level(index: &Index, logs: &[LogCols<'_>]) -> Result<RecordBatch> {
-    let mut sel = Selected::default();
+    let mut sel = Selected::with_capacity(index, logs, 0);
     let mut names: Vec<&str> = Vec::new();
     let mut ids: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
     let mut first: Vec<(u32, u8, u64)> = Vec::new(); // (run, replay?, seq) of the first record
@@ -455,10 +484,10 @@ pub(crate) fn run_level(index: &Index, logs: &[LogCols<'_>]) -> Result<RecordBat
             if key < first[id as usize] {
                 first[id as usize] = key;
             }
-            let r = sel.batch.len() as u32;
-            sel.push(bi as u32, i as u32, run, NONE, src, seq);
+            let r = sel.len() as u32;
+            sel.push(bi as u32, i as u32);
             let cell = cells.entry((run, id)).or_insert(r);
-            let better = |a: u32, b: u32| (sel.source[a as usize] == FORWARD, sel.seq[a as usize]) > (sel.source[b as usize] == FORWARD, sel.seq[b as usize]);
+            let better = |a: u32, b: u32| (sel.source(a) == FORWARD, sel.seq(a)) > (sel.source(b) == FORWARD, sel.seq(b));
             if better(r, *cell) {
                 *cell = r;
             }

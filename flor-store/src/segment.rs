@@ -377,7 +377,21 @@ impl<'a> RunParts<'a> {
     }
 }
 
-/// Encodes a batch as a Parquet file in memory: zstd level 1, row groups of
+/// Columns stored without zstd: random ids and durations it does not
+/// shrink, and dictionary-encoded ones whose pages are a few bytes. A
+/// reader then makes no zstd context for them (one per column chunk read,
+/// about as costly as decompressing the chunk; docs/FORMAT.md, "segments").
+const UNCOMPRESSED_COLUMNS: [&str; 6] = [
+    "ctx_id",
+    "p_ctx_id",
+    "duration_s",
+    "value_name",
+    "value_type",
+    "loop_name",
+];
+
+/// Encodes a batch as a Parquet file in memory: zstd level 1 (but for the
+/// [`UNCOMPRESSED_COLUMNS`]), row groups of
 /// up to 1,048,576 rows (Parquet's default), the format version and `metadata` in the footer's key-value
 /// metadata. String columns carry no min/max statistics (computing them
 /// compares every value; flordb reads whole files and never prunes by them).
@@ -403,6 +417,12 @@ pub fn to_parquet(
         ))
         .set_key_value_metadata(Some(kv));
     for f in batch.schema().fields() {
+        if UNCOMPRESSED_COLUMNS.contains(&f.name().as_str()) {
+            props = props.set_column_compression(
+                ColumnPath::from(f.name().as_str()),
+                Compression::UNCOMPRESSED,
+            );
+        }
         if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
             props = props.set_column_statistics_enabled(
                 ColumnPath::from(f.name().as_str()),
@@ -593,4 +613,4 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
 }
 
 mod read;
-pub use read::{read_sealed, read_segment, SealedBatch};
+pub use read::{read_sealed, read_sealed_with, read_segment, SealedBatch};

@@ -306,8 +306,10 @@ impl Store {
                     let seg_dir = &seg_dir;
                     s.spawn(move || {
                         let mut out = SealedScan::default();
+                        // One file buffer per thread, reused file after file.
+                        let mut buf = Vec::new();
                         for p in part {
-                            scan_manifest(p, seg_dir, tables, &mut out);
+                            scan_manifest(p, seg_dir, tables, &mut out, &mut buf);
                         }
                         out
                     })
@@ -392,7 +394,13 @@ fn remove_stale_new_wal(path: &Path) {
     }
 }
 
-fn scan_manifest(path: &Path, seg_dir: &Path, tables: &[&str], out: &mut SealedScan) {
+fn scan_manifest(
+    path: &Path,
+    seg_dir: &Path,
+    tables: &[&str],
+    out: &mut SealedScan,
+    buf: &mut Vec<u8>,
+) {
     let m = match segment::read_manifest(path) {
         Ok(m) => m,
         Err(e) => return out.damaged.push(Arc::new(e)),
@@ -401,7 +409,7 @@ fn scan_manifest(path: &Path, seg_dir: &Path, tables: &[&str], out: &mut SealedS
     // A table this flordb does not know is still read (and reported as damaged).
     let wanted = |t: &str| tables.contains(&t) || !["logs", "loops", "runs"].contains(&t);
     for f in m.files.iter().filter(|f| wanted(&f.table)) {
-        match segment::read_sealed(&seg_dir.join(&f.name), f, &meta) {
+        match segment::read_sealed_with(&seg_dir.join(&f.name), f, &meta, buf) {
             Ok(batches) => match f.table.as_str() {
                 "logs" => out.logs.extend(batches),
                 "loops" => out.loops.extend(batches),

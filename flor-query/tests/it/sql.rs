@@ -229,3 +229,34 @@ fn a_sealed_scan_reads_as_the_full_scan() {
         +--------+---------------------+----------+----------------+-------+------+---+",
     );
 }
+
+#[test]
+fn single_seal_runs_with_nested_and_valued_loops_read_as_the_full_scan() {
+    // Each run sealed once: its frames are taken a whole file at a time
+    // (no per-run map); nested loops, iterated values and run-level names
+    // must come out as from the per-row path of a full scan.
+    let mut a = Run::new("train.py", 0, 1);
+    a.log("lr", 0.5).enter("epoch");
+    for e in 0..3 {
+        a.iter(e, None).log("acc", e as f64).enter("step");
+        for s in 0..4 {
+            a.iter(s, if s % 2 == 0 { Some("even") } else { None }).log("loss", (e * 10 + s) as f64);
+        }
+        a.exit("step");
+    }
+    a.exit("epoch");
+    let mut b = Run::new("eval.py", 5, 2);
+    b.enter("batch");
+    for s in 0..3 {
+        b.iter(s, Some(["x", "y", "z"][s as usize])).log("loss", s);
+    }
+    b.exit("batch");
+    let (dir, sealed) = project(&[&a, &b]);
+    let store = flor_store::store::Store::open(dir.path()).unwrap();
+    let full = FlorContext::from_scan(store.scan().unwrap()).unwrap();
+    for names in [&["loss", "acc"][..], &["loss"], &["acc", "lr"], &[]] {
+        let got = sealed.dataframe(names).unwrap();
+        assert_eq!(table(&got), table(&full.dataframe(names).unwrap()), "{names:?}");
+    }
+    assert_eq!(sealed.dataframe(&["loss"]).unwrap().num_rows(), 15);
+}

@@ -112,7 +112,28 @@ fn unknown_table(path: &Path, table: &str) -> Error {
 /// As [`read_segment`]; [`Error::Format`] also when the columns are neither
 /// those of the table nor those of its sealed schema.
 pub fn read_sealed(path: &Path, entry: &FileEntry, meta: &Arc<RunMeta>) -> Result<Vec<SealedBatch>> {
-    let bytes = std::fs::read(path).at(path)?;
+    read_sealed_with(path, entry, meta, &mut Vec::new())
+}
+
+/// [`read_sealed`], the file read into `buf` (its contents on entry are
+/// ignored): its capacity is reused, and handed back once nothing decoded
+/// refers to the file's bytes, so a scan of many files faults in one buffer
+/// per thread rather than one per file (fresh pages cost about 0.5 ns per
+/// byte on the reference machine; BENCHMARKS.md, "Query").
+///
+/// # Errors
+/// As [`read_sealed`].
+pub fn read_sealed_with(
+    path: &Path,
+    entry: &FileEntry,
+    meta: &Arc<RunMeta>,
+    buf: &mut Vec<u8>,
+) -> Result<Vec<SealedBatch>> {
+    let mut bytes = std::mem::take(buf);
+    bytes.clear();
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+        .at(path)?;
     if bytes.len() as u64 != entry.bytes {
         return Err(Error::Corrupt {
             path: path.into(),
@@ -135,11 +156,27 @@ pub fn read_sealed(path: &Path, entry: &FileEntry, meta: &Arc<RunMeta>) -> Resul
             ),
         });
     }
+    let bytes = bytes::Bytes::from(bytes);
+    let keep = bytes.clone();
+    let out = decode_sealed(path, entry, meta, bytes);
+    if let Ok(mut back) = keep.try_into_mut() {
+        back.clear(); // nothing to move back: only the capacity is wanted
+        *buf = Vec::from(back);
+    }
+    out
+}
+
+/// Decodes the verified bytes of a sealed file ([`read_sealed`]).
+fn decode_sealed(
+    path: &Path,
+    entry: &FileEntry,
+    meta: &Arc<RunMeta>,
+    bytes: bytes::Bytes,
+) -> Result<Vec<SealedBatch>> {
     let fmt = |e: parquet::errors::ParquetError| Error::Format {
         path: path.into(),
         detail: e.to_string(),
     };
-    let bytes = bytes::Bytes::from(bytes);
     let md = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).map_err(fmt)?;
     let full = table_schema(&entry.table).ok_or_else(|| unknown_table(path, &entry.table))?;
     let sealed = sealed_schema(&full);
@@ -301,6 +338,22 @@ mod tests {
             };
             assert_eq!(got, vec![want.clone()], "{}", f.table);
             assert_eq!(read_segment(&path, f, &meta).unwrap(), vec![want], "{}", f.table);
+            // Columns that zstd does not shrink are stored uncompressed.
+            let bytes = bytes::Bytes::from(std::fs::read(&path).unwrap());
+            let md = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).unwrap();
+            for c in md.metadata().row_group(0).columns() {
+                let name = c.column_path().string();
+                let want = if crate::segment::UNCOMPRESSED_COLUMNS.contains(&name.as_str()) { "UNCOMPRESSED" } else { "ZSTD" };
+                assert!(format!("{:?}", c.compression()).starts_with(want), "{} {name}: {:?}", f.table, c.compression());
+            }
+            // Read again through one reused buffer: the same batches, and
+            // the buffer's capacity comes back for the next file.
+            let mut buf = b"stale contents".to_vec();
+            for _ in 0..2 {
+                let again = read_sealed_with(&path, f, &meta, &mut buf).unwrap();
+                assert_eq!(again.iter().map(|b| b.batch.clone()).collect::<Vec<_>>(), sealed.iter().map(|b| b.batch.clone()).collect::<Vec<_>>());
+                assert!(buf.capacity() as u64 >= f.bytes, "{}", f.table);
+            }
             let b = &sealed[0].batch;
             if f.table == "logs" {
                 assert!(matches!(b.column_by_name("value_name").unwrap().data_type(), DataType::Dictionary(..)));
