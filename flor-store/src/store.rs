@@ -198,12 +198,11 @@ impl Store {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("new") {
-                remove_stale_new_wal(&path);
-                continue;
-            }
-            if path.extension().and_then(|e| e.to_str()) != Some("wal") {
-                continue;
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("wal") => {}
+                // Still being created, unless unlocked and over a minute old.
+                Some("new") if is_stale(&path) => {}
+                _ => continue,
             }
             match self.recover_one(&path) {
                 Ok(Some(m)) => self.recovered.push(m),
@@ -379,19 +378,17 @@ impl Store {
 }
 
 /// A `<stem>.wal.new` is a WAL still being created (see
-/// [`wal::WalWriter::create`]); one left by a process killed in those few
-/// microseconds acknowledged nothing. It is removed once it is unlocked and
-/// older than a minute, so a writer that has created it but not yet locked
-/// it is never touched.
-fn remove_stale_new_wal(path: &Path) {
-    let old = std::fs::metadata(path)
+/// [`wal::WalWriter::create`]). One over a minute old was left by a writer
+/// killed before the rename, or its rename was lost with a power failure
+/// (the directory is not fsynced at creation): it is recovered like any
+/// WAL whose lock can be taken. A younger one is never touched, so a writer
+/// that has created it but not yet locked it keeps it.
+fn is_stale(path: &Path) -> bool {
+    std::fs::metadata(path)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age > std::time::Duration::from_secs(60));
-    if old && matches!(wal::claim(path), Ok(Some(_))) {
-        let _ = std::fs::remove_file(path);
-    }
+        .is_some_and(|age| age > std::time::Duration::from_secs(60))
 }
 
 fn scan_manifest(

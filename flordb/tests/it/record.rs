@@ -258,10 +258,22 @@ fn recovery_never_takes_a_wal_being_created() {
     });
 }
 
-/// A `.wal.new` (a WAL whose creation a kill interrupted) is removed by
-/// recovery only when nobody holds it and it is over a minute old.
+/// Waits until no process holds `path`'s lock: a child forked by a
+/// concurrent test holds a copy of every descriptor until it execs.
+fn wait_unlocked(path: &std::path::Path) {
+    let t0 = Instant::now();
+    while !matches!(flordb::store::wal::claim(path), Ok(Some(_))) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{} stayed locked", path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A `.wal.new` (a WAL whose creation a kill interrupted, or whose rename
+/// a power failure lost) is recovered only when nobody holds it and it is
+/// over a minute old: an empty one is removed, one with its `Begin` is
+/// sealed as an interrupted run.
 #[test]
-fn a_stale_half_created_wal_is_removed_and_a_fresh_one_kept() {
+fn a_stale_half_created_wal_is_recovered_and_a_fresh_one_kept() {
     let (_d, root) = repo();
     let wal_dir = root.join(".flor/wal");
     std::fs::create_dir_all(&wal_dir).expect("wal dir");
@@ -271,10 +283,30 @@ fn a_stale_half_created_wal_is_removed_and_a_fresh_one_kept() {
     let f = std::fs::File::create(&stale).expect("create");
     f.set_modified(std::time::SystemTime::now() - Duration::from_secs(120)).expect("mtime");
     drop(f);
+    wait_unlocked(&stale);
     let store = Store::open(&root).expect("open");
     assert!(store.recovered().is_empty() && store.recovery_errors().is_empty());
     assert!(fresh.exists(), "a WAL being created right now is left alone");
     assert!(!stale.exists(), "an abandoned half-created WAL is removed");
+
+    // A complete WAL whose rename was lost comes back as an interrupted run.
+    use flordb::core::{RunKey, Source};
+    use flordb::store::wal::{RunMeta, WalWriter};
+    let meta = RunMeta { projid: "p".into(), filename: "t.py".into(), key: RunKey::new(), source: Source::Forward, writer: 7 };
+    let w = WalWriter::create(&wal_dir, &meta).expect("create");
+    let renamed = w.path().with_extension("wal.new");
+    std::fs::rename(w.path(), &renamed).expect("rename");
+    drop(w);
+    wait_unlocked(&renamed);
+    let f = std::fs::File::options().write(true).open(&renamed).expect("open");
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(120)).expect("mtime");
+    drop(f);
+    let store = Store::open(&root).expect("reopen");
+    assert!(store.recovery_errors().is_empty(), "{:?}", store.recovery_errors());
+    assert_eq!(store.recovered().len(), 1, "the run whose rename was lost is recovered");
+    assert_eq!(store.recovered()[0].meta.key, meta.key);
+    assert_eq!(store.recovered()[0].status, flordb::store::segment::RunStatus::Interrupted);
+    assert!(!renamed.exists());
 }
 
 #[test]
