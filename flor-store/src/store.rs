@@ -34,52 +34,44 @@ pub struct Store {
     recovery_errors: Vec<Error>,
 }
 
-/// Everything sealed in a project, as Arrow batches per table.
-#[derive(Debug, Default, Clone)]
-pub struct Scan {
+/// Everything sealed in a project, per table, as batches of type `B`
+/// ([`Scan`]: Arrow batches; [`SealedScan`]: batches as stored).
+#[derive(Debug, Clone)]
+pub struct Tables<B> {
     /// `logs` batches ([`crate::schema::logs`]).
-    pub logs: Vec<RecordBatch>,
+    pub logs: Vec<B>,
     /// `loops` batches ([`crate::schema::loops`]).
-    pub loops: Vec<RecordBatch>,
+    pub loops: Vec<B>,
     /// `runs` batches ([`crate::schema::runs`]).
-    pub runs: Vec<RecordBatch>,
+    pub runs: Vec<B>,
     /// Files that failed their checksum or did not decode: skipped, named here.
     pub damaged: Vec<Arc<Error>>,
 }
 
-impl Scan {
+impl<B> Default for Tables<B> {
+    fn default() -> Self {
+        Tables { logs: Vec::new(), loops: Vec::new(), runs: Vec::new(), damaged: Vec::new() }
+    }
+}
+
+impl<B> Tables<B> {
     /// Appends another scan's batches and damage reports.
-    pub fn extend(&mut self, other: Scan) {
+    pub fn extend(&mut self, other: Tables<B>) {
         self.logs.extend(other.logs);
         self.loops.extend(other.loops);
         self.runs.extend(other.runs);
         self.damaged.extend(other.damaged);
     }
 }
+
+/// Everything sealed in a project, as Arrow batches per table.
+pub type Scan = Tables<RecordBatch>;
 
 /// Everything sealed in a project, as stored: [`SealedBatch`]es per table,
 /// the constant columns not built (see [`Store::scan_sealed`]).
-#[derive(Debug, Default, Clone)]
-pub struct SealedScan {
-    /// `logs` batches.
-    pub logs: Vec<SealedBatch>,
-    /// `loops` batches.
-    pub loops: Vec<SealedBatch>,
-    /// `runs` batches.
-    pub runs: Vec<SealedBatch>,
-    /// Files that failed their checksum or did not decode: skipped, named here.
-    pub damaged: Vec<Arc<Error>>,
-}
+pub type SealedScan = Tables<SealedBatch>;
 
 impl SealedScan {
-    /// Appends another scan's batches and damage reports.
-    pub fn extend(&mut self, other: SealedScan) {
-        self.logs.extend(other.logs);
-        self.loops.extend(other.loops);
-        self.runs.extend(other.runs);
-        self.damaged.extend(other.damaged);
-    }
-
     /// The batches with every column of their table ([`SealedBatch::full`]).
     ///
     /// # Errors
