@@ -456,35 +456,41 @@ enum FlorStatus flor_open_replay(const char *root,
                                  uint64_t run_id,
                                  struct FlorHandle **out);
 
-// Reads the checkpoint described by the recipe file at `path` (JSON,
-// written by the replay coordinator, `flor_store::checkpoint::Recipe`)
-// from the run's pack files, verifying every chunk and the whole object,
-// without opening the run's checkpoint database (the coordinator holds
-// it). A large object is decoded on up to `threads` threads (0: one per
-// core). `out` receives the bytes (release with `flor_buffer_free`).
+// Reads checkpoint `index` (0-based) of the recipe file at `path` (a JSON
+// array of `flor_store::checkpoint::Recipe`, written by the replay
+// coordinator, one per object a unit restores) from the run's pack files,
+// verifying every frame's CRC-32 and the whole object's blake3, without
+// opening the run's checkpoint database (the coordinator holds it). A
+// large object is decoded on up to `threads` threads (0: one per core).
+// `out` receives the bytes (release with `flor_buffer_free`).
 //
-// Errors: `FLOR_STATUS_IO` when the recipe or a pack cannot be read,
-// `FLOR_STATUS_CORRUPT` for a recipe that does not parse,
+// Errors: `FLOR_STATUS_IO` when the recipe file or a pack cannot be read,
+// `FLOR_STATUS_CORRUPT` for a recipe file that does not parse,
+// `FLOR_STATUS_INVALID_ARGUMENT` when `index` is past its end,
 // `FLOR_STATUS_CHECKPOINT_DAMAGED` for bytes that fail their checks.
 //
 // # Safety
 // `path` must be NUL-terminated; `out` must be writable.
 enum FlorStatus flor_checkpoint_load_recipe(const char *path,
+                                            size_t index,
                                             size_t threads,
                                             struct FlorBuffer *out);
 
-// Starts reading the checkpoints of the `n` recipe files `paths` (each
-// NUL-terminated), in that order, on a background thread, at most `ahead`
-// (at least 1) finished ones waiting: a replay worker restores them one
-// after the other while the next are read (during its start-up and its
-// iterations). Large objects are decoded on up to `threads` threads (0:
-// one per core). `out` receives the handle; take the checkpoints in order
-// with [`flor_prefetch_next`], release with [`flor_prefetch_free`].
+// Starts reading every checkpoint of the recipe file at `path` (as
+// [`flor_checkpoint_load_recipe`]), in the file's order, on a background
+// thread, at most `ahead` (at least 1) finished ones waiting: a replay
+// worker restores them one after the other while the next are read
+// (during its start-up and its iterations). Large objects are decoded on
+// up to `threads` threads (0: one per core). The file is read and parsed
+// before this returns. `out` receives the handle; take the checkpoints in
+// order with [`flor_prefetch_next`], release with [`flor_prefetch_free`].
+//
+// Errors: as [`flor_checkpoint_load_recipe`] for the recipe file;
+// `FLOR_STATUS_IO` when the thread cannot start.
 //
 // # Safety
-// `paths` must hold `n` NUL-terminated strings; `out` must be writable.
-enum FlorStatus flor_prefetch_start(const char *const *paths,
-                                    size_t n,
+// `path` must be NUL-terminated; `out` must be writable.
+enum FlorStatus flor_prefetch_start(const char *path,
                                     size_t threads,
                                     size_t ahead,
                                     struct FlorPrefetch **out);
@@ -497,6 +503,18 @@ enum FlorStatus flor_prefetch_start(const char *const *paths,
 // # Safety
 // `p` from [`flor_prefetch_start`], not freed; `out` writable.
 enum FlorStatus flor_prefetch_next(struct FlorPrefetch *p, struct FlorBuffer *out);
+
+// Hands the bytes of `buffer`, a checkpoint taken with
+// [`flor_prefetch_next`] and no longer used, back to the prefetch thread,
+// which reads a later checkpoint of the same size into them instead of
+// allocating (and faulting in) fresh memory; `buffer` is reset to empty.
+// Equivalent to `flor_buffer_free` when the thread has finished. NULL
+// arguments are ignored.
+//
+// # Safety
+// `p` from [`flor_prefetch_start`], not freed; `buffer` NULL or filled by
+// flordb, its `data`/`len` not modified since.
+void flor_prefetch_recycle(struct FlorPrefetch *p, struct FlorBuffer *buffer);
 
 // Stops prefetching (the thread ends after the checkpoint it is reading)
 // and frees the handle. NULL is ignored.

@@ -29,6 +29,26 @@ impl FlorBuffer {
     }
 }
 
+impl FlorBuffer {
+    /// Takes the bytes back as a `Vec` (of exactly `len` bytes), leaving
+    /// the buffer empty.
+    ///
+    /// # Safety
+    /// `data`/`len` must come from [`FlorBuffer::from_vec`], unmodified.
+    pub(crate) unsafe fn take(&mut self) -> Vec<u8> {
+        let (data, len) = (self.data, self.len);
+        self.data = std::ptr::null_mut();
+        self.len = 0;
+        if data.is_null() || len == 0 {
+            return Vec::new();
+        }
+        let slice = std::ptr::slice_from_raw_parts_mut(data, len);
+        // SAFETY: a boxed slice of exactly `len` bytes from `from_vec`,
+        // taken once (reset above).
+        unsafe { Box::from_raw(slice) }.into_vec()
+    }
+}
+
 /// Releases the bytes of a [`FlorBuffer`] filled by flordb and resets it to
 /// empty, so freeing twice is harmless. Accepts NULL and an empty buffer.
 ///
@@ -39,19 +59,11 @@ impl FlorBuffer {
 pub unsafe extern "C" fn flor_buffer_free(buffer: *mut FlorBuffer) {
     // SAFETY: NULL or valid by the caller's contract.
     let Some(b) = (unsafe { buffer.as_mut() }) else { return };
-    let (data, len) = (b.data, b.len);
-    b.data = std::ptr::null_mut();
-    b.len = 0;
-    if data.is_null() || len == 0 {
-        return;
-    }
-    let _ = std::panic::catch_unwind(|| {
-        // SAFETY: `data`/`len` come from `FlorBuffer::from_vec`, a boxed
-        // slice of exactly `len` bytes, released here once (reset above).
-        let slice = std::ptr::slice_from_raw_parts_mut(data, len);
-        // SAFETY: as above.
-        drop(unsafe { Box::from_raw(slice) });
-    });
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: filled by flordb and unmodified, by the caller's contract;
+        // `take` resets it, so a second free finds it empty.
+        drop(unsafe { b.take() });
+    }));
 }
 
 /// Writes `value` to `out` (checked non-NULL by the caller).

@@ -6,7 +6,7 @@
 //! - [`position`]: where the statements sit relative to the loops, and the
 //!   replay copy that skips the rest of the outer body;
 //! - [`plan`]: which runs, versions, iterations and checkpoints; estimate;
-//! - [`execute`] and [`executor`]: materialize versions, spool checkpoints,
+//! - [`execute`] and [`executor`]: materialize versions, write checkpoint recipes,
 //!   run workers in parallel, summarize.
 
 #![warn(missing_docs)]

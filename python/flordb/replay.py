@@ -22,11 +22,12 @@ this process:
   the loop restores the last checkpoint and runs no iteration.
 
 Checkpoints are never written here: the run's database belongs to the
-coordinator, which writes a recipe per object (where its chunks lie in the
-run's pack files); this worker reads and verifies the bytes from the packs
-(``flor_checkpoint_load_recipe``), on a native thread that reads one
-restore ahead from the moment this module is imported, so the reading
-overlaps the script's start-up and its iterations.
+coordinator, which writes one recipe file per unit (for each object
+restored, where its chunks lie in the run's pack files); this worker reads
+and verifies the bytes from the packs (``flor_prefetch_start``, or
+``flor_checkpoint_load_recipe`` for one out of order), on a native thread
+that reads one restore ahead from the moment this module is imported, so
+the reading overlaps the script's start-up and its iterations.
 
 At exit the worker prints its phase times (``FLOR-REPLAY-TIMES {json}``)
 for ``flor replay --timings``.
@@ -48,7 +49,7 @@ from .api import _loop_text
 
 PROGRESS = "FLOR-REPLAY-PROGRESS"
 TIMES = "FLOR-REPLAY-TIMES"
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 
 
 def _load_spec():
@@ -168,11 +169,11 @@ def checkpointing(**objects):
 
 
 _prefetch = None  # native reader of the restores' checkpoints, in schedule order
-_prefetch_queue = collections.deque()  # their recipe paths, not yet taken
+_prefetch_queue = collections.deque()  # their recipe indices, not yet taken
 
 
-def _restore_paths():
-    """The recipe files this worker restores, in the order it restores them."""
+def _restore_indices():
+    """The recipe indices this worker restores, in the order it restores them."""
     mode = SPEC["mode"]
     if mode == "suffix":
         its = SPEC["checkpoints"][-1:]
@@ -180,30 +181,24 @@ def _restore_paths():
         steps = _schedule(SPEC["iterations"], SPEC["checkpoints"], bool(SPEC.get("skip_rest")))
         its = [i for kind, i in steps if kind == "restore"]
     else:
-        return []
-    paths = []
-    for i in its:
-        d = os.path.join(SPEC["spool"], str(i))
-        paths.append([os.path.join(d, fn) for fn in sorted(os.listdir(d))])
-    return paths
+        return [], 0
+    groups = [[k for _, k in SPEC["objects"][str(i)]] for i in its]
+    return [k for g in groups for k in g], max((len(g) for g in groups), default=0)
 
 
 def _start_prefetch():
     """Starts reading the checkpoints to restore on a native thread, one
     restore ahead, while the script starts up and runs its iterations."""
     global _prefetch
-    groups = _restore_paths()
-    paths = [p for g in groups for p in g]
-    if not paths:
-        return
-    keep = [ffi.new("char[]", os.fsencode(p)) for p in paths]
-    out = ffi.new("FlorPrefetch **")
-    ahead = max(len(g) for g in groups)
-    st = lib.flor_prefetch_start(ffi.new("char *[]", keep), len(keep), int(SPEC.get("decode_threads") or 0), ahead, out)
-    if st != native.OK:
+    order, ahead = _restore_indices()
+    if not order or order != list(range(len(order))):
         return  # restores read each checkpoint when needed instead
+    out = ffi.new("FlorPrefetch **")
+    st = lib.flor_prefetch_start(os.fsencode(SPEC["recipes"]), int(SPEC.get("decode_threads") or 0), ahead, out)
+    if st != native.OK:
+        return  # as above
     _prefetch = out[0]
-    _prefetch_queue.extend(paths)
+    _prefetch_queue.extend(order)
     import atexit
 
     atexit.register(_stop_prefetch)
@@ -216,17 +211,19 @@ def _stop_prefetch():
         _prefetch = None
 
 
-def _restore_one(name, recipe_path):
-    """Restores object ``name`` from the checkpoint a recipe file describes
+def _restore_one(name, index):
+    """Restores object ``name`` from checkpoint ``index`` of the recipe file
     (prefetched, or read now), read from the packs into a native buffer and
-    restored from it without another copy (the buffer is freed before
-    returning)."""
+    restored from it without another copy (the buffer is freed, or handed
+    back to the prefetch thread, before returning: nothing may keep a view
+    of it)."""
     out = ffi.new("FlorBuffer *")
-    if _prefetch is not None and _prefetch_queue and _prefetch_queue[0] == recipe_path:
+    prefetched = _prefetch is not None and _prefetch_queue and _prefetch_queue[0] == index
+    if prefetched:
         _prefetch_queue.popleft()
         native.check(lib.flor_prefetch_next(_prefetch, out))
     else:
-        native.check(lib.flor_checkpoint_load_recipe(os.fsencode(recipe_path), int(SPEC.get("decode_threads") or 0), out))
+        native.check(lib.flor_checkpoint_load_recipe(os.fsencode(SPEC["recipes"]), index, int(SPEC.get("decode_threads") or 0), out))
     try:
         data = ffi.buffer(out.data, out.len) if out.len else b""
         if name in _checkpoint.RNG_NAMES:
@@ -240,16 +237,18 @@ def _restore_one(name, recipe_path):
                 )
     finally:
         data = None
-        lib.flor_buffer_free(out)
+        if prefetched and _prefetch is not None:
+            lib.flor_prefetch_recycle(_prefetch, out)  # read a later checkpoint into it
+        else:
+            lib.flor_buffer_free(out)
 
 
 def _restore(iteration):
     """Restores the objects and RNG states checkpointed at the end of
     ``iteration`` in place."""
     t0 = time.time()
-    d = os.path.join(SPEC["spool"], str(iteration))
-    for fn in sorted(os.listdir(d)):
-        _restore_one(bytes.fromhex(fn).decode("utf-8"), os.path.join(d, fn))
+    for name, index in SPEC["objects"].get(str(iteration), []):
+        _restore_one(name, index)
     _T["restore_s"] += time.time() - t0
 
 

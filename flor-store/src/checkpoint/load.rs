@@ -1,7 +1,10 @@
 //! Loading a checkpoint: read its manifest, fetch each chunk's frame from
-//! its pack, check the frame, decompress, verify the chunk's blake3 hash,
-//! then verify the whole object's hash. Large objects are decoded by several
-//! threads, each into its own part of the output.
+//! its pack, check the frame (its CRC-32, and that its header names the
+//! chunk hash the manifest lists), decompress, then verify the whole
+//! object's blake3 (docs/FORMAT.md, `checkpoints/<tstamp>-<run_id>/`);
+//! only when that fails is each chunk hashed, to name the chunk at fault.
+//! Large objects are decoded by several threads, each into its own part of
+//! the output.
 //!
 //! A [`Recipe`] is the same read with the index lookups done beforehand:
 //! the chunks' pack locations, taken by the process that holds the run's
@@ -132,6 +135,7 @@ pub(crate) fn load(
         &m.hash,
         threads,
         &damaged,
+        Vec::new(),
     )
 }
 
@@ -192,6 +196,18 @@ pub(crate) fn recipe(sh: &Shared, loop_path: &[(String, i64)], object: &str) -> 
 /// byte that fails its checksum or hash (naming the run, object, loop path,
 /// chunk, pack and offset); [`Error::Io`] when a pack cannot be read.
 pub fn load_recipe(recipe: &Recipe, threads: usize) -> Result<Vec<u8>> {
+    load_recipe_into(recipe, threads, Vec::new())
+}
+
+/// [`load_recipe`] into `buf`, a buffer from an earlier load that the
+/// caller is done with (its contents are overwritten; an empty `Vec` is
+/// fine): when its capacity suffices no memory is allocated, so a reader
+/// that loads the same objects over and over (a replay worker restoring
+/// every epoch) does not fault in fresh pages for each one.
+///
+/// # Errors
+/// As [`load_recipe`].
+pub fn load_recipe_into(recipe: &Recipe, threads: usize, buf: Vec<u8>) -> Result<Vec<u8>> {
     let damaged = |detail: String| Error::CheckpointDamaged {
         run: recipe.run.clone(),
         object: recipe.object.clone(),
@@ -235,10 +251,13 @@ pub fn load_recipe(recipe: &Recipe, threads: usize) -> Result<Vec<u8>> {
         &hash,
         threads,
         &damaged,
+        buf,
     )
 }
 
-/// Decodes `parts` into one buffer of `raw_len` bytes and checks it against `hash`.
+/// Decodes `parts` into one buffer of `raw_len` bytes (`out`, reused when
+/// its capacity suffices) and checks it against `hash`.
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     readers: &PackReaders,
     dir: &Path,
@@ -247,10 +266,11 @@ fn assemble(
     hash: &[u8; 32],
     threads: usize,
     damaged: &dyn Fn(String) -> Error,
+    mut out: Vec<u8>,
 ) -> Result<Vec<u8>> {
     let len = usize::try_from(raw_len)
         .map_err(|_| damaged(format!("{raw_len} bytes do not fit in memory")))?;
-    let mut out = Vec::new();
+    out.clear();
     out.try_reserve_exact(len).map_err(|e| Error::Io {
         path: dir.to_path_buf(),
         source: std::io::Error::new(
@@ -306,11 +326,38 @@ fn assemble(
         Err((_, ChunkFailure::Io(e))) => return Err(e),
     }
     if blake3::hash(&out).as_bytes() != hash {
-        return Err(damaged(
-            "the whole object's hash does not match its manifest".into(),
-        ));
+        return Err(damaged(mismatch_detail(parts, &out)));
     }
     Ok(out)
+}
+
+/// Why an assembled object failed its whole-object hash: the first chunk
+/// whose bytes do not match their blake3, or, when every chunk does, the
+/// manifest's chunk list itself.
+///
+/// Chunks are not hashed one by one on the way in: each frame's CRC-32 and
+/// the chunk hash in its header (checked against the manifest) catch
+/// damage and misplaced frames, and the whole-object blake3 catches the
+/// rest, so a second blake3 pass over every byte is only needed here, to
+/// name the chunk at fault.
+fn mismatch_detail(parts: &[Part<'_>], out: &[u8]) -> String {
+    let n = parts.len();
+    let mut rest = out;
+    for (i, p) in parts.iter().enumerate() {
+        let (bytes, tail) = rest.split_at(rest.len().min(p.chunk.raw_len as usize));
+        rest = tail;
+        if blake3::hash(bytes).as_bytes() != &p.chunk.hash {
+            let at = match p.loc {
+                Ok(loc) => format!("pack {:010} at byte {}", loc.pack, loc.offset),
+                Err(d) => d.to_string(),
+            };
+            return format!(
+                "chunk {i} of {n} (blake3 {}…): {at}: content does not match its hash",
+                hex(&p.chunk.hash)
+            );
+        }
+    }
+    "the whole object's hash does not match its manifest".into()
 }
 
 enum ChunkFailure {
@@ -388,11 +435,6 @@ fn decode_one(
                 )));
             }
         }
-    }
-    if blake3::hash(out).as_bytes() != &c.hash {
-        return Err(ChunkFailure::Damaged(format!(
-            "{at}: content does not match its hash"
-        )));
     }
     Ok(())
 }

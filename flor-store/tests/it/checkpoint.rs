@@ -693,5 +693,52 @@ fn recipes_read_the_packs_without_the_database() {
     named("flipped pack byte", &r);
     std::fs::write(&pack, &original).unwrap();
     assert_eq!(load_recipe(&r, 2).unwrap(), data);
+
+    // A frame whose checksum was recomputed over changed content passes
+    // every frame check; the whole-object hash catches it and the chunk
+    // at fault is named.
+    let c = r.chunks[2].clone();
+    let bad_pack = r.packs.join(format!("{:010}.pack", c.pack));
+    let original = std::fs::read(&bad_pack).unwrap();
+    let mut forged = original.clone();
+    let (start, end) = (c.offset as usize, c.offset as usize + c.frame_len as usize);
+    forged[end - 10] ^= 0x01; // a payload byte
+    let crc = crc32fast::hash(&forged[start + 4..end - 4]);
+    forged[end - 4..end].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&bad_pack, &forged).unwrap();
+    match load_recipe(&r, 2) {
+        Err(Error::CheckpointDamaged { detail, .. }) => assert!(
+            detail.starts_with(&format!("chunk 2 of {} (blake3 ", r.chunks.len()))
+                && detail.ends_with("content does not match its hash"),
+            "{detail}"
+        ),
+        other => panic!("expected CheckpointDamaged, got {other:?}"),
+    }
+    std::fs::write(&bad_pack, &original).unwrap();
+    s.close().unwrap();
+}
+
+#[test]
+fn a_reused_buffer_reads_the_same_bytes() {
+    use flor_store::checkpoint::load_recipe_into;
+    let dir = tempfile::tempdir().unwrap();
+    let key = at(&[("epoch", 0)]);
+    let data = bytes(21, 1 << 20, true);
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    s.save(&key, "w", &data).unwrap();
+    let r = s.recipe(&key, "w").unwrap();
+    // A buffer of the same size full of other bytes, a larger one, a
+    // smaller one and none: each comes back holding exactly the object.
+    for buf in [vec![0xAB; data.len()], vec![7; data.len() * 2], vec![1; 10], Vec::new()] {
+        let out = load_recipe_into(&r, 2, buf).unwrap();
+        assert_eq!(out.len(), data.len());
+        assert!(out == data);
+    }
+    // Reused in place when its capacity suffices: no new allocation.
+    let buf = vec![0u8; data.len()];
+    let ptr = buf.as_ptr();
+    let out = load_recipe_into(&r, 1, buf).unwrap();
+    assert_eq!(out.as_ptr(), ptr);
+    assert!(out == data);
     s.close().unwrap();
 }
