@@ -327,12 +327,12 @@ impl PackReaders {
         }
     }
 
-    /// Reads the frame at `loc` into `buf` (resized to the frame length).
-    /// A pack that does not exist or ends early is an error of kind
-    /// `NotFound` or `UnexpectedEof`.
+    /// Reads the frame at `loc` into `buf` (resized to the frame length;
+    /// its old bytes are overwritten, not zeroed first). A pack that does
+    /// not exist or ends early is an error of kind `NotFound` or
+    /// `UnexpectedEof`.
     pub(crate) fn read(&self, loc: Loc, buf: &mut Vec<u8>) -> std::io::Result<()> {
         let file = self.file(loc.pack)?;
-        buf.clear();
         buf.resize(loc.frame_len as usize, 0);
         read_exact_at(&file, buf, loc.offset)
     }
