@@ -4,13 +4,17 @@ Times, wall clock, in one invocation:
   full    a full run of today's script (with the hindsight statement) in a
           fresh repo: what you pay without replay, per run;
   rep1    `python -m flordb replay w_norm --yes --workers 1 --timings` over
-          RUNS runs recorded with FLOR_CKPT=every (project A);
-  rep2    the same with --workers 2 over RUNS identical runs in project B;
+          RUNS runs recorded with FLOR_CKPT=every (project A), on a fresh
+          copy of A each time;
+  rep2    the same with --workers 2;
+          REPEATS rounds (default 5) of rep1 and rep2 on fresh copies,
+          alternating which goes first; medians and every sample printed;
   peer    FlorDB 4.0.1: record RUNS runs, then `flordb replay --apply w_norm`
           (replays from iteration 0, one process) in its own repo and venv.
 """
 import os
 import pathlib
+import statistics
 import resource
 import shutil
 import subprocess
@@ -24,6 +28,7 @@ PY = os.environ.get("FLOR_PY", "/tmp/venv-replay/bin/python")
 PEER_PY = os.environ.get("FLOR_PEER_PY", str(ROOT / "target/py/venv-peer/bin/python"))
 RUNS = int(os.environ.get("RUNS", "4"))
 EPOCHS = int(os.environ.get("EPOCHS", "10"))
+REPEATS = int(os.environ.get("REPEATS", "5"))
 STMT = '        flor.log("w_norm", float(np.linalg.norm(W)))\n'
 ANCHOR = 'for epoch in flor.loop("epoch"'
 BASE_ENV = dict(os.environ, FLOR_ECHO="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -90,19 +95,37 @@ def main():
         # Full re-run of today's script, fresh repo, no checkpoints.
         c = repo(tmp / "full", today)
         res["full"], _ = timed(c, PY, "train_slow.py", *args)
-        # Record RUNS runs in A and in B (checkpoint every epoch).
+        # Record RUNS runs in A (checkpoint every epoch).
         rec = []
-        for name in ("A", "B"):
-            r = repo(tmp / name, src)
-            for _ in range(RUNS):
-                t, _ = timed(r, PY, "train_slow.py", *args, env=ckpt)
-                rec.append(t)
-            (r / "train_slow.py").write_text(today)
+        a = repo(tmp / "A", src)
+        for _ in range(RUNS):
+            t, _ = timed(a, PY, "train_slow.py", *args, env=ckpt)
+            rec.append(t)
+        (a / "train_slow.py").write_text(today)
         res["record_ckpt"] = sum(rec) / len(rec)
         rep = ["-m", "flordb", "replay", "w_norm", "--yes", "--timings", "--workers"]
-        res["rep1"], p1 = timed(tmp / "A", PY, *rep, "1", cpu_label="rep1")
-        res["rep2"], p2 = timed(tmp / "B", PY, *rep, "2", cpu_label="rep2")
-        n1, n2 = count_w_norm(PY, tmp / "A", BASE_ENV), count_w_norm(PY, tmp / "B", BASE_ENV)
+        # Each replay on its own fresh copy of A (replayed records would make
+        # a second replay of the same project skip them), written back and
+        # settled before the clock starts; the order alternates per round.
+        samples = {"1": [], "2": []}
+        cpus = {"1": [], "2": []}
+        procs = {}
+        counts = []
+        for k in range(REPEATS):
+            for w in (("1", "2") if k % 2 == 0 else ("2", "1")):
+                d = tmp / f"r{k}w{w}"
+                shutil.copytree(a, d, symlinks=True)
+                os.sync()
+                time.sleep(1)
+                t, procs[w] = timed(d, PY, *rep, w, cpu_label="rep")
+                samples[w].append(t)
+                cpus[w].append(CPU["rep"])
+                counts.append(count_w_norm(PY, d, BASE_ENV))
+                shutil.rmtree(d, ignore_errors=True)
+        p1, p2 = procs["1"], procs["2"]
+        res["rep1"], res["rep2"] = statistics.median(samples["1"]), statistics.median(samples["2"])
+        CPU["rep1"], CPU["rep2"] = statistics.median(cpus["1"]), statistics.median(cpus["2"])
+        ratios = [x / y for x, y in zip(samples["1"], samples["2"])]
         # Peer: FlorDB 4.0.1 in its own repo and venv; `python` on PATH is the
         # peer's, because its replay spawns `python train_slow.py --replay_flor`.
         peer_env = dict(BASE_ENV, PATH=str(pathlib.Path(PEER_PY).parent) + os.pathsep + BASE_ENV["PATH"])
@@ -135,25 +158,28 @@ def main():
     per2 = res["rep2"] / RUNS
     print(f"# replay bench: {RUNS} run(s) x {EPOCHS} epochs per project, BLAS threads=1, cores={os.cpu_count()}")
     print(f"# load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
-    print(f"# w_norm values after replay: A(1 worker)={n1}, B(2 workers)={n2}, peer={pn} (expected {RUNS * EPOCHS} each)")
+    print(f"# w_norm values after each replay: {sorted(set(counts))}, peer={pn} (expected {RUNS * EPOCHS} each)")
     print("| measurement | wall s | per run s |")
     print("| --- | ---: | ---: |")
     print(f"| full re-run of today's script (1 run, no checkpoints) | {res['full']:.2f} | {res['full']:.2f} |")
-    print(f"| recording with FLOR_CKPT=every (mean of {2 * RUNS} runs) | {res['record_ckpt']:.2f} | {res['record_ckpt']:.2f} |")
-    print(f"| flordb replay w_norm --workers 1 ({RUNS} runs) | {res['rep1']:.2f} | {per1:.2f} |")
-    print(f"| flordb replay w_norm --workers 2 ({RUNS} runs) | {res['rep2']:.2f} | {per2:.2f} |")
+    print(f"| recording with FLOR_CKPT=every (mean of {RUNS} runs) | {res['record_ckpt']:.2f} | {res['record_ckpt']:.2f} |")
+    print(f"| flordb replay w_norm --workers 1 ({RUNS} runs, median of {REPEATS}) | {res['rep1']:.2f} | {per1:.2f} |")
+    print(f"| flordb replay w_norm --workers 2 ({RUNS} runs, median of {REPEATS}) | {res['rep2']:.2f} | {per2:.2f} |")
     if res["peer_record"] is not None:
         print(f"| FlorDB 4.0.1 recording (mean of {RUNS} runs) | {res['peer_record']:.2f} | {res['peer_record']:.2f} |")
     if res["peer_replay"] is not None:
         print(f"| FlorDB 4.0.1 replay --apply w_norm ({RUNS} runs) | {res['peer_replay']:.2f} | {res['peer_replay'] / RUNS:.2f} |")
     print()
     print(f"full re-run / replay per run (1 worker): {res['full'] / per1:.1f}x  (target >= 20x)")
-    print(f"replay 1 worker / 2 workers (same {RUNS} runs): {res['rep1'] / res['rep2']:.2f}x  (target >= 1.8x)")
+    print(f"replay 1 worker / 2 workers (same {RUNS} runs, medians): {res['rep1'] / res['rep2']:.2f}x  (target >= 1.8x)")
+    print("  per round (1 worker s / 2 workers s = ratio): "
+          + ", ".join(f"{x:.2f}/{y:.2f} = {r:.2f}x" for x, y, r in zip(samples["1"], samples["2"], ratios))
+          + f"; median of the rounds' ratios {statistics.median(ratios):.2f}x")
     # What bounds 2 workers: on C cores a command using X CPU seconds takes
     # at least X / C wall seconds, so 1 worker / 2 workers <= rep1 / (cpu2 / C).
     cores = os.cpu_count() or 1
     c1, c2 = CPU["rep1"], CPU["rep2"]
-    print(f"CPU (user+sys, all processes): --workers 1 {c1:.2f} s = {c1 / res['rep1']:.2f} cores busy on average; "
+    print(f"CPU (user+sys, all processes, medians): --workers 1 {c1:.2f} s = {c1 / res['rep1']:.2f} cores busy on average; "
           f"--workers 2 {c2:.2f} s = {c2 / res['rep2']:.2f} cores")
     print(f"ceiling for 1 worker / 2 workers on {cores} cores from that CPU: "
           f"{res['rep1'] / (c2 / cores):.2f}x")
@@ -164,7 +190,7 @@ def main():
     for label, p in (("--workers 1", p1), ("--workers 2", p2)):
         out = p.stdout
         cut = out.find("Replayed ")
-        print(f"--- flordb replay {label}: summary and --timings ---")
+        print(f"--- flordb replay {label} (last round): summary and --timings ---")
         print(out[cut:] if cut >= 0 else out[-3000:])
 
 
