@@ -345,6 +345,20 @@ mod tests {
                 let name = c.column_path().string();
                 let want = if crate::segment::UNCOMPRESSED_COLUMNS.contains(&name.as_str()) { "UNCOMPRESSED" } else { "ZSTD" };
                 assert!(format!("{:?}", c.compression()).starts_with(want), "{} {name}: {:?}", f.table, c.compression());
+                // Nearly distinct values and counters: no dictionary page.
+                let plain = crate::segment::PLAIN_COLUMNS.contains(&name.as_str());
+                let delta = crate::segment::DELTA_COLUMNS.contains(&name.as_str());
+                if plain || delta {
+                    assert_eq!(c.dictionary_page_offset(), None, "{} {name}", f.table);
+                }
+                if delta {
+                    assert!(c.encodings().any(|e| e == parquet::basic::Encoding::DELTA_BINARY_PACKED), "{} {name}", f.table);
+                }
+                // A text column of nulls only (no str values here) says so
+                // in its statistics.
+                if name == "value_text" {
+                    assert_eq!(c.statistics().and_then(|s| s.null_count_opt()), Some(f.rows), "{name}");
+                }
             }
             // Read again through one reused buffer: the same batches, and
             // the buffer's capacity comes back for the next file.
