@@ -12,7 +12,7 @@
 
 use crate::error::{arrow_err, Result};
 use crate::index::{missing, str_col, text_col, Index, Text, NONE};
-use crate::pivot::{row_source, Joined, Selected, FORWARD, REPLAY};
+use crate::pivot::{Joined, Selected, Sources, FORWARD, REPLAY};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array, Int64Builder,
     RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray, UInt64Array,
@@ -95,6 +95,12 @@ impl<'a> LogCols<'a> {
             text: str_col("logs", b, "value_text")?,
             source,
         })
+    }
+
+    /// Whether every row is [`FORWARD`] without looking at rows (a forward
+    /// seal's batch).
+    pub fn all_forward(&self) -> bool {
+        matches!(self.source, SourceCol::Const(FORWARD))
     }
 
     /// [`FORWARD`] or [`REPLAY`].
@@ -316,20 +322,53 @@ fn name_column(logs: &[LogCols<'_>], sel: &Selected, vals: &[u32], rows: &[u32])
     }
 }
 
-/// A `Utf8` array with `text(row)` for each of `rows`, built in one
-/// allocation per buffer (the repeated per-run texts make a builder's
-/// doubling and per-value checks the larger cost).
-fn text_column<'t>(rows: &[u32], text: impl Fn(&u32) -> &'t str) -> Result<StringArray> {
-    let total: usize = rows.iter().map(|r| text(r).len()).sum();
+/// Consecutive rows of `rows` with the same `key`, as (key, count) in
+/// order: a run's rows follow each other in the output, so the columns
+/// that are constant per run are a few long stretches.
+fn stretches<K: PartialEq + Copy>(rows: &[u32], key: impl Fn(u32) -> K) -> Vec<(K, usize)> {
+    let mut out: Vec<(K, usize)> = Vec::new();
+    for &r in rows {
+        let k = key(r);
+        match out.last_mut() {
+            Some((last, n)) if *last == k => *n += 1,
+            _ => out.push((k, 1)),
+        }
+    }
+    out
+}
+
+/// A `Utf8` array of `text` repeated `count` times for each stretch, in
+/// order, built in one allocation per buffer: a stretch's bytes are copied
+/// in doubling blocks and its offsets are an arithmetic progression (per
+/// row, a builder's doubling and checks, or a copy call per value, cost
+/// several times the writing itself).
+fn repeated_text(stretches: &[(&str, usize)]) -> Result<StringArray> {
+    let too_big = |total: usize| crate::Error::Input(format!("the dataframe's text column would hold {total} bytes, more than an Arrow Utf8 column can (2 GiB)"));
+    let mut total = 0usize;
+    let mut rows = 0usize;
+    for (t, n) in stretches {
+        total = t.len().checked_mul(*n).and_then(|b| total.checked_add(b)).ok_or_else(|| too_big(usize::MAX))?;
+        rows += n;
+    }
     if i32::try_from(total).is_err() {
-        return Err(crate::Error::Input(format!("the dataframe's text column would hold {total} bytes, more than an Arrow Utf8 column can (2 GiB)")));
+        return Err(too_big(total));
     }
     let mut values: Vec<u8> = Vec::with_capacity(total);
-    let mut offsets: Vec<i32> = Vec::with_capacity(rows.len() + 1);
+    let mut offsets: Vec<i32> = Vec::with_capacity(rows + 1);
     offsets.push(0);
-    for r in rows {
-        values.extend_from_slice(text(r).as_bytes());
-        offsets.push(values.len() as i32);
+    for (t, n) in stretches {
+        let (start, len) = (values.len(), t.len());
+        if len > 0 && *n > 0 {
+            values.extend_from_slice(t.as_bytes());
+            let want = len * n;
+            while values.len() - start < want {
+                let have = values.len() - start;
+                values.extend_from_within(start..start + have.min(want - have));
+            }
+        }
+        // Fits: `total` fits in an i32.
+        let (start, len) = (start as i32, len as i32);
+        offsets.extend((1..=*n as i32).map(|i| start + i * len));
     }
     StringArray::try_new(OffsetBuffer::new(offsets.into()), values.into(), None).map_err(arrow_err("a dataframe text column"))
 }
@@ -341,6 +380,7 @@ pub(crate) fn build(
     logs: &[LogCols<'_>],
     sel: &Selected,
     j: &Joined,
+    src: &Sources,
     rows: &[u32],
     names: &[&str],
 ) -> Result<RecordBatch> {
@@ -357,13 +397,25 @@ pub(crate) fn build(
     // the name columns (about half the output's bytes each side; they read
     // only shared, immutable data).
     let keys = || -> Result<[ArrayRef; 3]> {
+        let by_run = stretches(rows, |r| run_of(&r));
+        let text = |texts: &[String]| repeated_text(&by_run.iter().map(|&(r, n)| (texts[r].as_str(), n)).collect::<Vec<_>>());
+        let mut tstamp: Vec<i64> = Vec::with_capacity(rows.len());
+        for &(r, n) in &by_run {
+            tstamp.extend(std::iter::repeat_n(runs.tstamp[r], n));
+        }
         Ok([
-            Arc::new(text_column(rows, |r| runs.projid[run_of(r)].as_str())?),
-            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| runs.tstamp[run_of(r)]).collect::<Vec<_>>())),
-            Arc::new(text_column(rows, |r| runs.filename[run_of(r)].as_str())?),
+            Arc::new(text(&runs.projid)?),
+            Arc::new(TimestampMicrosecondArray::from(tstamp)),
+            Arc::new(text(&runs.filename)?),
         ])
     };
-    let source = || -> Result<ArrayRef> { Ok(Arc::new(text_column(rows, |&r| source_label(row_source(sel, j, r as usize)))?)) };
+    let source = || -> Result<ArrayRef> {
+        let by_source = match src {
+            Sources::Forward => vec![(source_label(FORWARD), rows.len())],
+            Sources::Rows(bits) => stretches(rows, |r| bits[r as usize]).into_iter().map(|(b, n)| (source_label(b), n)).collect(),
+        };
+        Ok(Arc::new(repeated_text(&by_source)?))
+    };
     let (keys, source, rest) = std::thread::scope(|s| {
         // No thread (small output, or none could be started): built here.
         let handle = (rows.len() >= crate::par::PARALLEL_ROWS).then(|| std::thread::Builder::new().spawn_scoped(s, keys).ok()).flatten();
