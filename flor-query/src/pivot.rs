@@ -16,7 +16,7 @@
 
 use crate::error::Result;
 use crate::index::{FastHasher, FastMap, Index, Text, NONE};
-use crate::output::{self, LogCols};
+use crate::output::{self, LogCols, TextType};
 use datafusion::arrow::array::RecordBatch;
 use std::cmp::Ordering;
 use std::hash::Hasher;
@@ -471,7 +471,7 @@ fn order_and_dedup(index: &Index, sel: &Selected, logs: &[LogCols<'_>], j: &Join
 
 /// `dataframe(names…)` over the indexed batches. `names` must be non-empty
 /// and free of repeats.
-pub(crate) fn pivot(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> Result<RecordBatch> {
+pub(crate) fn pivot(index: &Index, logs: &[LogCols<'_>], names: &[&str], text: TextType) -> Result<RecordBatch> {
     let (sel, per_name) = select(index, logs, names);
     let mut joined: Option<Joined> = None;
     for recs in per_name {
@@ -484,7 +484,7 @@ pub(crate) fn pivot(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> Resu
     let joined = joined.unwrap_or_default();
     let src = Sources::of(&sel, logs, &joined);
     let rows = order_and_dedup(index, &sel, logs, &joined, &src);
-    output::build(index, logs, &sel, &joined, &src, &rows, names)
+    output::build(index, logs, &sel, &joined, &src, &rows, names, text)
 }
 
 /// The run-level pivot (`dataframe()` without names): one row per run that
@@ -492,7 +492,7 @@ pub(crate) fn pivot(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> Resu
 /// first appearance. A name logged more than once at run level in one run
 /// shows its last forward value (a replayed value only when no forward one
 /// exists).
-pub(crate) fn run_level(index: &Index, logs: &[LogCols<'_>]) -> Result<RecordBatch> {
+pub(crate) fn run_level(index: &Index, logs: &[LogCols<'_>], text: TextType) -> Result<RecordBatch> {
     let mut sel = Selected::with_capacity(index, logs, 0);
     let mut names: Vec<&str> = Vec::new();
     let mut ids: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
@@ -535,5 +535,5 @@ pub(crate) fn run_level(index: &Index, logs: &[LogCols<'_>]) -> Result<RecordBat
     let labels: Vec<&str> = order.iter().map(|&n| names[n as usize]).collect();
     let rows: Vec<u32> = (0..runs.len() as u32).collect();
     let src = Sources::of(&sel, logs, &joined);
-    output::build(index, logs, &sel, &joined, &src, &rows, &labels)
+    output::build(index, logs, &sel, &joined, &src, &rows, &labels, text)
 }
