@@ -641,4 +641,4 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
 }
 
 mod read;
-pub use read::{read_sealed, read_sealed_with, read_segment, SealedBatch};
+pub use read::{read_sealed, read_sealed_with, read_segment, ReadScratch, SealedBatch};
