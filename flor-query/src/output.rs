@@ -393,6 +393,9 @@ fn repeated_text<O: OffsetSizeTrait>(stretches: &[(&str, usize)]) -> Result<Gene
 
 /// Builds the output batch of `rows` (row numbers of `j`, in output order);
 /// `names[i]` labels `j.vals[i]`.
+// The pivot's parts are separate borrows (the run-level pivot has no frames
+// to order), and a struct only for this call would hold them all the same.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
     index: &Index,
     logs: &[LogCols<'_>],
