@@ -405,7 +405,9 @@ const char *flor_version(void);
 // tstamp (µs, UTC), filename, source`, one Int64 column per loop (0-based
 // iteration) and `<loop>_value` when an iterated value differs from its
 // index, then one column per name in the order given (typed: Int64,
-// Float64, Boolean or Utf8; field metadata `flor.value_type`). With `n ==
+// Float64, Boolean or text; field metadata `flor.value_type`). Every text
+// column is LargeUtf8 (64-bit offsets), what pandas' pyarrow-backed
+// strings hold, so pandas takes it without a copy. With `n ==
 // 0`: one row per run, one column per run-level name. `latest` keeps only
 // the newest run of each script. `out` receives a stream of one batch;
 // the caller releases it (`out->release(out)`), usually by importing it.

@@ -18,7 +18,7 @@ use crate::handle::{handle, FlorHandle};
 use crate::status::{guard, FfiError, FfiResult};
 use arrow::array::{RecordBatch, RecordBatchIterator};
 use arrow::ffi_stream::FFI_ArrowArrayStream;
-use flordb::query::{FlorContext, Tables};
+use flordb::query::{FlorContext, Tables, TextType};
 use flordb::store::store::Store;
 use std::ffi::{c_char, OsString};
 use std::sync::{Arc, Mutex};
@@ -131,7 +131,9 @@ fn export(batch: RecordBatch, out: *mut FFI_ArrowArrayStream) -> FfiResult {
 /// tstamp (µs, UTC), filename, source`, one Int64 column per loop (0-based
 /// iteration) and `<loop>_value` when an iterated value differs from its
 /// index, then one column per name in the order given (typed: Int64,
-/// Float64, Boolean or Utf8; field metadata `flor.value_type`). With `n ==
+/// Float64, Boolean or text; field metadata `flor.value_type`). Every text
+/// column is LargeUtf8 (64-bit offsets), what pandas' pyarrow-backed
+/// strings hold, so pandas takes it without a copy. With `n ==
 /// 0`: one row per run, one column per run-level name. `latest` keeps only
 /// the newest run of each script. `out` receives a stream of one batch;
 /// the caller releases it (`out->release(out)`), usually by importing it.
@@ -155,7 +157,8 @@ pub unsafe extern "C" fn flor_query_dataframe(
         // SAFETY: contract.
         let (h, names) = unsafe { (handle(h)?, str_list_arg(names, lens, n, "names")?) };
         let ctx = dataframe_context(h)?;
-        let batch = if latest { ctx.latest_dataframe(&names)? } else { ctx.dataframe(&names)? };
+        let text = TextType::LargeUtf8;
+        let batch = if latest { ctx.latest_dataframe_with(&names, text)? } else { ctx.dataframe_with(&names, text)? };
         export(batch, out)
     })
 }

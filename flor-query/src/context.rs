@@ -4,7 +4,7 @@
 
 use crate::error::{arrow_err, Error, Result};
 use crate::index::Index;
-use crate::output::LogCols;
+use crate::output::{LogCols, TextType};
 use crate::tables::{conform_all, conform_sealed, dedup_loops, full_batches, register, Tables};
 use crate::{latest, pivot};
 use datafusion::arrow::array::RecordBatch;
@@ -200,6 +200,16 @@ impl FlorContext {
     /// (cannot happen for batches accepted by the constructors);
     /// [`Error::Arrow`] for an internal failure building the result.
     pub fn dataframe<S: AsRef<str>>(&self, names: &[S]) -> Result<RecordBatch> {
+        self.dataframe_with(names, TextType::Utf8)
+    }
+
+    /// [`FlorContext::dataframe`] with its text columns of type `text`
+    /// (`LargeUtf8` for pandas, whose pyarrow-backed strings hold 64-bit
+    /// offsets: the C ABI hands those out).
+    ///
+    /// # Errors
+    /// As [`FlorContext::dataframe`].
+    pub fn dataframe_with<S: AsRef<str>>(&self, names: &[S], text: TextType) -> Result<RecordBatch> {
         let logs = self.logs.iter().map(LogCols::new).collect::<Result<Vec<_>>>()?;
         let mut asked: Vec<&str> = Vec::with_capacity(names.len());
         for n in names {
@@ -208,9 +218,9 @@ impl FlorContext {
             }
         }
         if asked.is_empty() {
-            pivot::run_level(&self.index, &logs)
+            pivot::run_level(&self.index, &logs, text)
         } else {
-            pivot::pivot(&self.index, &logs, &asked)
+            pivot::pivot(&self.index, &logs, &asked, text)
         }
     }
 
@@ -221,6 +231,15 @@ impl FlorContext {
     /// As [`FlorContext::dataframe`].
     pub fn latest_dataframe<S: AsRef<str>>(&self, names: &[S]) -> Result<RecordBatch> {
         latest(&self.dataframe(names)?)
+    }
+
+    /// [`FlorContext::latest_dataframe`] with text columns of type `text`
+    /// (see [`FlorContext::dataframe_with`]).
+    ///
+    /// # Errors
+    /// As [`FlorContext::dataframe`].
+    pub fn latest_dataframe_with<S: AsRef<str>>(&self, names: &[S], text: TextType) -> Result<RecordBatch> {
+        latest(&self.dataframe_with(names, text)?)
     }
 
     /// Runs one read-only SQL query (no DDL, DML or `SET`) and returns its

@@ -15,18 +15,23 @@ use std::collections::HashMap;
 ///
 /// # Errors
 /// [`Error::Input`] when `batch` has no `tstamp` column of type
-/// `Timestamp(µs)` or no `filename` column of type `Utf8`.
+/// `Timestamp(µs)` or no `filename` column of type `Utf8` or `LargeUtf8`.
 pub fn latest(batch: &RecordBatch) -> Result<RecordBatch> {
     let tstamp = batch
         .column_by_name("tstamp")
         .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
         .ok_or_else(|| Error::Input("latest: the table has no tstamp column of type Timestamp(µs)".into()))?;
-    let filename = batch
-        .column_by_name("filename")
-        .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| Error::Input("latest: the table has no filename column of type Utf8".into()))?;
+    let filename = batch.column_by_name("filename");
+    let (small, large) = (filename.and_then(|c| c.as_string_opt::<i32>()), filename.and_then(|c| c.as_string_opt::<i64>()));
+    if small.is_none() && large.is_none() {
+        return Err(Error::Input("latest: the table has no filename column of type Utf8 or LargeUtf8".into()));
+    }
     let mut newest: HashMap<Option<&str>, i64> = HashMap::new();
-    let file = |i: usize| filename.is_valid(i).then(|| filename.value(i));
+    let file = |i: usize| match (small, large) {
+        (Some(a), _) => a.is_valid(i).then(|| a.value(i)),
+        (_, Some(a)) => a.is_valid(i).then(|| a.value(i)),
+        (None, None) => None,
+    };
     for i in 0..batch.num_rows() {
         if tstamp.is_valid(i) {
             let e = newest.entry(file(i)).or_insert(i64::MIN);

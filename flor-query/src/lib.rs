@@ -60,5 +60,5 @@ pub use datafusion::arrow;
 pub use datafusion::prelude::SessionContext;
 pub use error::{Error, Result};
 pub use latest::latest;
-pub use output::{META_MIXED_TYPES, META_NAME, META_VALUE_TYPE};
+pub use output::{TextType, META_MIXED_TYPES, META_NAME, META_VALUE_TYPE};
 pub use tables::Tables;

@@ -12,11 +12,12 @@
 
 use crate::error::{arrow_err, Result};
 use crate::index::{missing, str_col, text_col, Index, Text, NONE};
-use crate::pivot::{row_source, Joined, Selected, FORWARD, REPLAY};
+use crate::pivot::{Joined, Selected, Sources, FORWARD, REPLAY};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array, Int64Builder,
-    RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, GenericStringArray, Int64Array,
+    Int64Builder, OffsetSizeTrait, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray, UInt64Array,
 };
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::array::builder::NullBufferBuilder;
 use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, UInt64Type};
@@ -34,6 +35,20 @@ pub const META_VALUE_TYPE: &str = "flor.value_type";
 /// Field metadata key, present only when a name's values have more than one
 /// type: the types, comma-separated (e.g. `int,str`).
 pub const META_MIXED_TYPES: &str = "flor.mixed_types";
+
+/// The Arrow type of the pivoted view's text columns (`projid`,
+/// `filename`, `source`, `<loop>_value` and text name columns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextType {
+    /// `Utf8` (32-bit offsets), the documented default.
+    #[default]
+    Utf8,
+    /// `LargeUtf8` (64-bit offsets): what pandas' pyarrow-backed `string`
+    /// dtype holds, so pandas takes the columns as they are instead of
+    /// copying them into wider offsets (at 10^6 rows, ~43 MB of fresh
+    /// memory and 7–60 ms).
+    LargeUtf8,
+}
 
 /// The typed columns of one `logs` batch.
 #[derive(Debug)]
@@ -95,6 +110,12 @@ impl<'a> LogCols<'a> {
             text: str_col("logs", b, "value_text")?,
             source,
         })
+    }
+
+    /// Whether every row is [`FORWARD`] without looking at rows (a forward
+    /// seal's batch).
+    pub fn all_forward(&self) -> bool {
+        matches!(self.source, SourceCol::Const(FORWARD))
     }
 
     /// [`FORWARD`] or [`REPLAY`].
@@ -316,40 +337,91 @@ fn name_column(logs: &[LogCols<'_>], sel: &Selected, vals: &[u32], rows: &[u32])
     }
 }
 
-/// A `Utf8` array with `text(row)` for each of `rows`, built in one
-/// allocation per buffer (the repeated per-run texts make a builder's
-/// doubling and per-value checks the larger cost).
-fn text_column<'t>(rows: &[u32], text: impl Fn(&u32) -> &'t str) -> Result<StringArray> {
-    let total: usize = rows.iter().map(|r| text(r).len()).sum();
-    if i32::try_from(total).is_err() {
-        return Err(crate::Error::Input(format!("the dataframe's text column would hold {total} bytes, more than an Arrow Utf8 column can (2 GiB)")));
+/// Consecutive rows of `rows` with the same `key`, as (key, count) in
+/// order: a run's rows follow each other in the output, so the columns
+/// that are constant per run are a few long stretches.
+fn stretches<K: PartialEq + Copy>(rows: &[u32], key: impl Fn(u32) -> K) -> Vec<(K, usize)> {
+    let mut out: Vec<(K, usize)> = Vec::new();
+    for &r in rows {
+        let k = key(r);
+        match out.last_mut() {
+            Some((last, n)) if *last == k => *n += 1,
+            _ => out.push((k, 1)),
+        }
+    }
+    out
+}
+
+/// A `Utf8` array of `text` repeated `count` times for each stretch, in
+/// order, built in one allocation per buffer: a stretch's bytes are copied
+/// in doubling blocks and its offsets are an arithmetic progression (per
+/// row, a builder's doubling and checks, or a copy call per value, cost
+/// several times the writing itself).
+fn repeated_text<O: OffsetSizeTrait>(stretches: &[(&str, usize)]) -> Result<GenericStringArray<O>> {
+    let too_big = |total: usize| crate::Error::Input(format!("the dataframe's text column would hold {total} bytes, more than an Arrow Utf8 column can (2 GiB)"));
+    let mut total = 0usize;
+    let mut rows = 0usize;
+    for (t, n) in stretches {
+        total = t.len().checked_mul(*n).and_then(|b| total.checked_add(b)).ok_or_else(|| too_big(usize::MAX))?;
+        rows += n;
+    }
+    if O::from_usize(total).is_none() {
+        return Err(too_big(total));
     }
     let mut values: Vec<u8> = Vec::with_capacity(total);
-    let mut offsets: Vec<i32> = Vec::with_capacity(rows.len() + 1);
-    offsets.push(0);
-    for r in rows {
-        values.extend_from_slice(text(r).as_bytes());
-        offsets.push(values.len() as i32);
+    let mut offsets: Vec<O> = Vec::with_capacity(rows + 1);
+    offsets.push(O::usize_as(0));
+    for (t, n) in stretches {
+        let (start, len) = (values.len(), t.len());
+        if len > 0 && *n > 0 {
+            values.extend_from_slice(t.as_bytes());
+            let want = len * n;
+            while values.len() - start < want {
+                let have = values.len() - start;
+                values.extend_from_within(start..start + have.min(want - have));
+            }
+        }
+        // Fits: every offset is at most `total`, which fits in `O`.
+        let mut at = start;
+        offsets.extend((0..*n).map(|_| {
+            at += len;
+            O::usize_as(at)
+        }));
     }
-    StringArray::try_new(OffsetBuffer::new(offsets.into()), values.into(), None).map_err(arrow_err("a dataframe text column"))
+    GenericStringArray::try_new(OffsetBuffer::new(offsets.into()), values.into(), None).map_err(arrow_err("a dataframe text column"))
 }
 
 /// Builds the output batch of `rows` (row numbers of `j`, in output order);
 /// `names[i]` labels `j.vals[i]`.
+// The pivot's parts are separate borrows (the run-level pivot has no frames
+// to order), and a struct only for this call would hold them all the same.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
     index: &Index,
     logs: &[LogCols<'_>],
     sel: &Selected,
     j: &Joined,
+    src: &Sources,
     rows: &[u32],
     names: &[&str],
+    text_type: TextType,
 ) -> Result<RecordBatch> {
     let runs = &index.runs;
     let mut used: HashSet<String> = HashSet::new();
     let mut fields: Vec<Field> = Vec::new();
     let mut cols: Vec<ArrayRef> = Vec::new();
     let run_of = |row: &u32| j.run[*row as usize] as usize;
-    for (label, dt) in [("projid", DataType::Utf8), ("tstamp", DataType::Timestamp(TimeUnit::Microsecond, None)), ("filename", DataType::Utf8), ("source", DataType::Utf8)] {
+    let text_dt = match text_type {
+        TextType::Utf8 => DataType::Utf8,
+        TextType::LargeUtf8 => DataType::LargeUtf8,
+    };
+    let texts = |stretches: &[(&str, usize)]| -> Result<ArrayRef> {
+        Ok(match text_type {
+            TextType::Utf8 => Arc::new(repeated_text::<i32>(stretches)?),
+            TextType::LargeUtf8 => Arc::new(repeated_text::<i64>(stretches)?),
+        })
+    };
+    for (label, dt) in [("projid", text_dt.clone()), ("tstamp", DataType::Timestamp(TimeUnit::Microsecond, None)), ("filename", text_dt.clone()), ("source", text_dt.clone())] {
         used.insert(label.to_owned());
         fields.push(Field::new(label, dt, false));
     }
@@ -357,13 +429,25 @@ pub(crate) fn build(
     // the name columns (about half the output's bytes each side; they read
     // only shared, immutable data).
     let keys = || -> Result<[ArrayRef; 3]> {
+        let by_run = stretches(rows, |r| run_of(&r));
+        let text = |of_run: &[String]| texts(&by_run.iter().map(|&(r, n)| (of_run[r].as_str(), n)).collect::<Vec<_>>());
+        let mut tstamp: Vec<i64> = Vec::with_capacity(rows.len());
+        for &(r, n) in &by_run {
+            tstamp.extend(std::iter::repeat_n(runs.tstamp[r], n));
+        }
         Ok([
-            Arc::new(text_column(rows, |r| runs.projid[run_of(r)].as_str())?),
-            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| runs.tstamp[run_of(r)]).collect::<Vec<_>>())),
-            Arc::new(text_column(rows, |r| runs.filename[run_of(r)].as_str())?),
+            text(&runs.projid)?,
+            Arc::new(TimestampMicrosecondArray::from(tstamp)),
+            text(&runs.filename)?,
         ])
     };
-    let source = || -> Result<ArrayRef> { Ok(Arc::new(text_column(rows, |&r| source_label(row_source(sel, j, r as usize)))?)) };
+    let source = || -> Result<ArrayRef> {
+        let by_source = match src {
+            Sources::Forward => vec![(source_label(FORWARD), rows.len())],
+            Sources::Rows(bits) => stretches(rows, |r| bits[r as usize]).into_iter().map(|(b, n)| (source_label(b), n)).collect(),
+        };
+        texts(&by_source)
+    };
     let (keys, source, rest) = std::thread::scope(|s| {
         // No thread (small output, or none could be started): built here.
         let handle = (rows.len() >= crate::par::PARALLEL_ROWS).then(|| std::thread::Builder::new().spawn_scoped(s, keys).ok()).flatten();
@@ -381,6 +465,16 @@ pub(crate) fn build(
     let (rest_fields, rest_cols) = rest?;
     fields.extend(rest_fields);
     cols.extend(rest_cols);
+    if text_type == TextType::LargeUtf8 {
+        // The loop values and text names (built as `Utf8`; none in a
+        // dataframe of numbers).
+        for (f, c) in fields.iter_mut().zip(cols.iter_mut()) {
+            if c.data_type() == &DataType::Utf8 {
+                *c = cast(c, &DataType::LargeUtf8).map_err(arrow_err("a dataframe text column"))?;
+                *f = f.clone().with_data_type(DataType::LargeUtf8);
+            }
+        }
+    }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(arrow_err("the dataframe"))
 }
 

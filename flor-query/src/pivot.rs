@@ -16,7 +16,7 @@
 
 use crate::error::Result;
 use crate::index::{FastHasher, FastMap, Index, Text, NONE};
-use crate::output::{self, LogCols};
+use crate::output::{self, LogCols, TextType};
 use datafusion::arrow::array::RecordBatch;
 use std::cmp::Ordering;
 use std::hash::Hasher;
@@ -347,20 +347,49 @@ fn join(index: &Index, sel: &Selected, left: Joined, recs: &[u32], rcols: &[u32]
 }
 
 /// The source bits of row `row` of `j`.
-pub(crate) fn row_source(sel: &Selected, j: &Joined, row: usize) -> u8 {
+fn row_source(sel: &Selected, j: &Joined, row: usize) -> u8 {
     j.vals.iter().map(|v| v[row]).filter(|&r| r != NONE).fold(0, |acc, r| acc | sel.source(r))
 }
 
+/// The `source` of every joined row: [`Sources::Forward`] when every
+/// `logs` batch is a forward seal's (nothing to compute per row), else
+/// the source bits of each row.
+#[derive(Debug)]
+pub(crate) enum Sources {
+    /// Every row is [`FORWARD`].
+    Forward,
+    /// Row `r`'s bits ([`FORWARD`], [`REPLAY`] or both).
+    Rows(Vec<u8>),
+}
+
+impl Sources {
+    /// The sources of `j`'s rows.
+    pub fn of(sel: &Selected, logs: &[LogCols<'_>], j: &Joined) -> Sources {
+        if logs.iter().all(LogCols::all_forward) {
+            return Sources::Forward;
+        }
+        Sources::Rows((0..j.len()).map(|r| row_source(sel, j, r)).collect())
+    }
+
+    /// Row `r`'s bits.
+    #[inline]
+    fn bits(&self, r: usize) -> u8 {
+        match self {
+            Sources::Forward => FORWARD,
+            Sources::Rows(b) => b.get(r).copied().unwrap_or(FORWARD),
+        }
+    }
+}
+
 /// Sorts the rows and drops exact duplicates; returns the kept row numbers.
-fn order_and_dedup(index: &Index, sel: &Selected, logs: &[LogCols<'_>], j: &Joined) -> Vec<u32> {
+fn order_and_dedup(index: &Index, sel: &Selected, logs: &[LogCols<'_>], j: &Joined, src: &Sources) -> Vec<u32> {
     let n = j.len();
     // Order of sources: forward, forward+replay, replay.
-    let rank = |bits: u8| match bits {
+    let rank = |r: usize| match src.bits(r) {
         FORWARD => 0u8,
         REPLAY => 2,
         _ => 1,
     };
-    let src: Vec<u8> = (0..n).map(|r| rank(row_source(sel, j, r))).collect();
     let key_cmp = |a: usize, b: usize| -> Ordering {
         j.run[a]
             .cmp(&j.run[b])
@@ -373,7 +402,7 @@ fn order_and_dedup(index: &Index, sel: &Selected, logs: &[LogCols<'_>], j: &Join
                 }
                 Ordering::Equal
             })
-            .then_with(|| src[a].cmp(&src[b]))
+            .then_with(|| rank(a).cmp(&rank(b)))
     };
     let mut rows: Vec<u32> = (0..n as u32).collect();
     // Common case: the join produced the rows in order, each key once, so
@@ -442,7 +471,7 @@ fn order_and_dedup(index: &Index, sel: &Selected, logs: &[LogCols<'_>], j: &Join
 
 /// `dataframe(names…)` over the indexed batches. `names` must be non-empty
 /// and free of repeats.
-pub(crate) fn pivot(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> Result<RecordBatch> {
+pub(crate) fn pivot(index: &Index, logs: &[LogCols<'_>], names: &[&str], text: TextType) -> Result<RecordBatch> {
     let (sel, per_name) = select(index, logs, names);
     let mut joined: Option<Joined> = None;
     for recs in per_name {
@@ -453,8 +482,9 @@ pub(crate) fn pivot(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> Resu
         });
     }
     let joined = joined.unwrap_or_default();
-    let rows = order_and_dedup(index, &sel, logs, &joined);
-    output::build(index, logs, &sel, &joined, &rows, names)
+    let src = Sources::of(&sel, logs, &joined);
+    let rows = order_and_dedup(index, &sel, logs, &joined, &src);
+    output::build(index, logs, &sel, &joined, &src, &rows, names, text)
 }
 
 /// The run-level pivot (`dataframe()` without names): one row per run that
@@ -462,7 +492,7 @@ pub(crate) fn pivot(index: &Index, logs: &[LogCols<'_>], names: &[&str]) -> Resu
 /// first appearance. A name logged more than once at run level in one run
 /// shows its last forward value (a replayed value only when no forward one
 /// exists).
-pub(crate) fn run_level(index: &Index, logs: &[LogCols<'_>]) -> Result<RecordBatch> {
+pub(crate) fn run_level(index: &Index, logs: &[LogCols<'_>], text: TextType) -> Result<RecordBatch> {
     let mut sel = Selected::with_capacity(index, logs, 0);
     let mut names: Vec<&str> = Vec::new();
     let mut ids: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
@@ -504,5 +534,6 @@ pub(crate) fn run_level(index: &Index, logs: &[LogCols<'_>]) -> Result<RecordBat
     }
     let labels: Vec<&str> = order.iter().map(|&n| names[n as usize]).collect();
     let rows: Vec<u32> = (0..runs.len() as u32).collect();
-    output::build(index, logs, &sel, &joined, &rows, &labels)
+    let src = Sources::of(&sel, logs, &joined);
+    output::build(index, logs, &sel, &joined, &src, &rows, &labels, text)
 }

@@ -378,23 +378,39 @@ impl<'a> RunParts<'a> {
 }
 
 /// Columns stored without zstd: random ids and durations it does not
-/// shrink, and dictionary-encoded ones whose pages are a few bytes. A
-/// reader then makes no zstd context for them (one per column chunk read,
-/// about as costly as decompressing the chunk; docs/FORMAT.md, "segments").
-const UNCOMPRESSED_COLUMNS: [&str; 6] = [
+/// shrink, dictionary-encoded ones whose pages are a few bytes, and the
+/// [`DELTA_COLUMNS`]. A reader then makes no zstd context for them (one
+/// per column chunk read, about as costly as decompressing the chunk;
+/// docs/FORMAT.md, "segments").
+const UNCOMPRESSED_COLUMNS: [&str; 8] = [
     "ctx_id",
     "p_ctx_id",
     "duration_s",
     "value_name",
     "value_type",
     "loop_name",
+    "seq",
+    "iteration",
 ];
 
+/// Columns stored `PLAIN`, without a dictionary: their values are nearly
+/// all distinct (random `ctx_id`s, logged floats), so a dictionary page
+/// holds every value once more and decoding goes through it.
+const PLAIN_COLUMNS: [&str; 2] = ["ctx_id", "value_float"];
+
+/// Columns stored `DELTA_BINARY_PACKED`, without a dictionary: counters
+/// (`seq` is 0, 1, 2, … within a seal; `iteration` counts up within a
+/// loop), a few bytes per page instead of a dictionary of every value.
+const DELTA_COLUMNS: [&str; 2] = ["seq", "iteration"];
+
 /// Encodes a batch as a Parquet file in memory: zstd level 1 (but for the
-/// [`UNCOMPRESSED_COLUMNS`]), row groups of
-/// up to 1,048,576 rows (Parquet's default), the format version and `metadata` in the footer's key-value
+/// [`UNCOMPRESSED_COLUMNS`]), the [`PLAIN_COLUMNS`] and [`DELTA_COLUMNS`]
+/// without a dictionary, row groups of up to 1,048,576 rows (Parquet's
+/// default), the format version and `metadata` in the footer's key-value
 /// metadata. String columns carry no min/max statistics (computing them
-/// compares every value; flordb reads whole files and never prunes by them).
+/// compares every value; flordb reads whole files and never prunes by
+/// them), except a column of nulls only, whose statistics (a null count,
+/// no values) tell a reader it need not decode it.
 ///
 /// # Errors
 /// [`Error::Format`] naming `what` when Parquet fails.
@@ -403,6 +419,8 @@ pub fn to_parquet(
     what: &str,
     metadata: Vec<(String, String)>,
 ) -> Result<Vec<u8>> {
+    use arrow::array::Array;
+    use parquet::basic::Encoding;
     use parquet::file::metadata::KeyValue;
     use parquet::file::properties::EnabledStatistics;
     use parquet::schema::types::ColumnPath;
@@ -416,17 +434,27 @@ pub fn to_parquet(
             ZstdLevel::try_new(1).map_err(|e| arrow_err(what, e))?,
         ))
         .set_key_value_metadata(Some(kv));
-    for f in batch.schema().fields() {
-        if UNCOMPRESSED_COLUMNS.contains(&f.name().as_str()) {
-            props = props.set_column_compression(
-                ColumnPath::from(f.name().as_str()),
-                Compression::UNCOMPRESSED,
-            );
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        let name = f.name().as_str();
+        let path = || ColumnPath::from(name);
+        if UNCOMPRESSED_COLUMNS.contains(&name) {
+            props = props.set_column_compression(path(), Compression::UNCOMPRESSED);
+        }
+        if PLAIN_COLUMNS.contains(&name) {
+            props = props
+                .set_column_dictionary_enabled(path(), false)
+                .set_column_encoding(path(), Encoding::PLAIN);
+        }
+        if DELTA_COLUMNS.contains(&name) && f.data_type().is_integer() {
+            props = props
+                .set_column_dictionary_enabled(path(), false)
+                .set_column_encoding(path(), Encoding::DELTA_BINARY_PACKED);
         }
         if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
+            let all_null = c.null_count() == c.len();
             props = props.set_column_statistics_enabled(
-                ColumnPath::from(f.name().as_str()),
-                EnabledStatistics::None,
+                path(),
+                if all_null { EnabledStatistics::Chunk } else { EnabledStatistics::None },
             );
         }
     }
@@ -613,4 +641,4 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
 }
 
 mod read;
-pub use read::{read_sealed, read_sealed_with, read_segment, SealedBatch};
+pub use read::{read_sealed, read_sealed_with, read_segment, ReadScratch, SealedBatch};

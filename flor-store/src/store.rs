@@ -298,9 +298,9 @@ impl Store {
                     s.spawn(move || {
                         let mut out = SealedScan::default();
                         // One file buffer per thread, reused file after file.
-                        let mut buf = Vec::new();
+                        let mut scratch = segment::ReadScratch::default();
                         for p in part {
-                            scan_manifest(p, seg_dir, tables, &mut out, &mut buf);
+                            scan_manifest(p, seg_dir, tables, &mut out, &mut scratch);
                         }
                         out
                     })
@@ -388,7 +388,7 @@ fn scan_manifest(
     seg_dir: &Path,
     tables: &[&str],
     out: &mut SealedScan,
-    buf: &mut Vec<u8>,
+    scratch: &mut segment::ReadScratch,
 ) {
     let m = match segment::read_manifest(path) {
         Ok(m) => m,
@@ -398,7 +398,7 @@ fn scan_manifest(
     // A table this flordb does not know is still read (and reported as damaged).
     let wanted = |t: &str| tables.contains(&t) || !["logs", "loops", "runs"].contains(&t);
     for f in m.files.iter().filter(|f| wanted(&f.table)) {
-        match segment::read_sealed_with(&seg_dir.join(&f.name), f, &meta, buf) {
+        match segment::read_sealed_with(&seg_dir.join(&f.name), f, &meta, scratch) {
             Ok(batches) => match f.table.as_str() {
                 "logs" => out.logs.extend(batches),
                 "loops" => out.loops.extend(batches),

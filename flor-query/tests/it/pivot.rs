@@ -498,3 +498,42 @@ fn a_large_pivot_is_exact_row_by_row() {
         assert_eq!((loss.is_valid(row), loss.value(row)), (true, s * 10 + id));
     }
 }
+
+/// `dataframe_with(…, LargeUtf8)` is `dataframe(…)` with every text column
+/// as `LargeUtf8`: the same values, labels and field metadata (loop values,
+/// text and mixed names, replayed sources, `latest`, the run-level pivot).
+#[test]
+fn large_text_columns_hold_the_same_table() {
+    use flor_query::arrow::compute::cast;
+    use flor_query::TextType;
+    let mut fwd = Run::new("train.py", 20, 3);
+    fwd.log("model", "resnet").enter("epoch");
+    for e in 0..2 {
+        fwd.iter(e, None).log("loss", 1.0 / (e as f64 + 1.0)).log("m", if e == 0 { Value::Int(1) } else { Value::Str("one".into()) });
+    }
+    fwd.exit("epoch");
+    let mut rep = Run::replay("train.py", 20, 3);
+    rep.enter("epoch");
+    rep.iter(1, None).log("grad_norm", 2.0).log("loss", 0.5);
+    rep.exit("epoch");
+    let (_d, ctx) = project(&[&documents_run(), &one_loop_run(), &fwd, &rep]);
+    let asks: [&[&str]; 6] = [&["n_pages"], &["words", "n_pages"], &["rows"], &["loss", "grad_norm", "m", "model"], &["nothing"], &[]];
+    for names in asks {
+        for latest in [false, true] {
+            let (small, large) = if latest {
+                (ctx.latest_dataframe(names).unwrap(), ctx.latest_dataframe_with(names, TextType::LargeUtf8).unwrap())
+            } else {
+                (ctx.dataframe(names).unwrap(), ctx.dataframe_with(names, TextType::LargeUtf8).unwrap())
+            };
+            assert_eq!(small.num_rows(), large.num_rows(), "{names:?}");
+            assert_eq!(small.num_columns(), large.num_columns(), "{names:?}");
+            for (i, (fs, fl)) in small.schema().fields().iter().zip(large.schema().fields()).enumerate() {
+                assert_eq!((fs.name(), fs.metadata(), fs.is_nullable()), (fl.name(), fl.metadata(), fl.is_nullable()), "{names:?}");
+                let want = if fs.data_type() == &DataType::Utf8 { DataType::LargeUtf8 } else { fs.data_type().clone() };
+                assert_eq!(fl.data_type(), &want, "{names:?} {}", fs.name());
+                assert_eq!(&cast(small.column(i), &want).unwrap(), large.column(i), "{names:?} {}", fs.name());
+            }
+        }
+    }
+    assert_ne!(ctx.dataframe(&["loss"]).unwrap().num_rows(), 0);
+}

@@ -112,14 +112,40 @@ fn unknown_table(path: &Path, table: &str) -> Error {
 /// As [`read_segment`]; [`Error::Format`] also when the columns are neither
 /// those of the table nor those of its sealed schema.
 pub fn read_sealed(path: &Path, entry: &FileEntry, meta: &Arc<RunMeta>) -> Result<Vec<SealedBatch>> {
-    read_sealed_with(path, entry, meta, &mut Vec::new())
+    read_sealed_with(path, entry, meta, &mut ReadScratch::default())
 }
 
-/// [`read_sealed`], the file read into `buf` (its contents on entry are
-/// ignored): its capacity is reused, and handed back once nothing decoded
-/// refers to the file's bytes, so a scan of many files faults in one buffer
-/// per thread rather than one per file (fresh pages cost about 0.5 ns per
-/// byte on the reference machine; BENCHMARKS.md, "Query").
+/// What [`read_sealed_with`] reuses from one file to the next: the buffer a
+/// file is read into, and the all-null columns made for columns not
+/// decoded (a later file of no more rows gets a slice of the same one).
+/// Fresh pages cost about 0.5 ns per byte on the reference machine
+/// (BENCHMARKS.md, "Query"), so a scan of many files should touch them once
+/// per thread rather than once per file.
+#[derive(Debug, Default)]
+pub struct ReadScratch {
+    bytes: Vec<u8>,
+    nulls: Vec<ArrayRef>,
+}
+
+impl ReadScratch {
+    /// An all-null array of `n` rows of type `dt`: a slice of the one kept
+    /// for `dt` when that is long enough (all-null arrays hold nothing
+    /// but zeros), else a new one, kept in its place.
+    fn nulls(&mut self, dt: &DataType, n: usize) -> ArrayRef {
+        if let Some(a) = self.nulls.iter().find(|a| a.data_type() == dt && a.len() >= n) {
+            return a.slice(0, n);
+        }
+        let a = new_null_array(dt, n);
+        self.nulls.retain(|x| x.data_type() != dt);
+        self.nulls.push(Arc::clone(&a));
+        a
+    }
+}
+
+/// [`read_sealed`] with buffers reused from the previous call (see
+/// [`ReadScratch`]): the file is read into `scratch`'s buffer, whose
+/// capacity is handed back once nothing decoded refers to the file's
+/// bytes.
 ///
 /// # Errors
 /// As [`read_sealed`].
@@ -127,9 +153,9 @@ pub fn read_sealed_with(
     path: &Path,
     entry: &FileEntry,
     meta: &Arc<RunMeta>,
-    buf: &mut Vec<u8>,
+    scratch: &mut ReadScratch,
 ) -> Result<Vec<SealedBatch>> {
-    let mut bytes = std::mem::take(buf);
+    let mut bytes = std::mem::take(&mut scratch.bytes);
     bytes.clear();
     std::fs::File::open(path)
         .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
@@ -158,10 +184,10 @@ pub fn read_sealed_with(
     }
     let bytes = bytes::Bytes::from(bytes);
     let keep = bytes.clone();
-    let out = decode_sealed(path, entry, meta, bytes);
+    let out = decode_sealed(path, entry, meta, bytes, scratch);
     if let Ok(mut back) = keep.try_into_mut() {
         back.clear(); // nothing to move back: only the capacity is wanted
-        *buf = Vec::from(back);
+        scratch.bytes = Vec::from(back);
     }
     out
 }
@@ -172,6 +198,7 @@ fn decode_sealed(
     entry: &FileEntry,
     meta: &Arc<RunMeta>,
     bytes: bytes::Bytes,
+    scratch: &mut ReadScratch,
 ) -> Result<Vec<SealedBatch>> {
     let fmt = |e: parquet::errors::ParquetError| Error::Format {
         path: path.into(),
@@ -207,7 +234,7 @@ fn decode_sealed(
     }
     // Format version 2: few-valued text as dictionaries (no string copied
     // per row); a column whose statistics say it holds only nulls is not
-    // decoded but made null here (zeroed memory, untouched until read).
+    // decoded but made null here (`scratch`'s, shared from file to file).
     let read = read_schema(&sealed);
     let parquet_md = Arc::clone(md.metadata());
     let md = ArrowReaderMetadata::try_new(
@@ -236,8 +263,9 @@ fn decode_sealed(
         .build()
         .map_err(fmt)?;
     let what = path.display().to_string();
-    reader
-        .map(|b| {
+    let mut out = Vec::new();
+    for b in reader {
+        out.push({
             let b = b.map_err(|e| fmt(e.into()))?;
             let n = b.num_rows();
             let mut decoded = b.columns().iter();
@@ -247,7 +275,7 @@ fn decode_sealed(
                 .zip(&all_null)
                 .map(|(f, &null)| -> Result<ArrayRef> {
                     if null {
-                        Ok(new_null_array(f.data_type(), n))
+                        Ok(scratch.nulls(f.data_type(), n))
                     } else {
                         decoded.next().cloned().ok_or_else(|| {
                             super::arrow_err(&what, format!("column {} missing", f.name()))
@@ -257,12 +285,13 @@ fn decode_sealed(
                 .collect::<Result<Vec<_>>>()?;
             let batch = RecordBatch::try_new(Arc::clone(&read), cols)
                 .map_err(|e| super::arrow_err(&what, e))?;
-            Ok(SealedBatch {
+            SealedBatch {
                 batch,
                 meta: Some(Arc::clone(meta)),
-            })
-        })
-        .collect()
+            }
+        });
+    }
+    Ok(out)
 }
 
 /// Text columns with a handful of distinct values, read as dictionaries.
@@ -345,14 +374,28 @@ mod tests {
                 let name = c.column_path().string();
                 let want = if crate::segment::UNCOMPRESSED_COLUMNS.contains(&name.as_str()) { "UNCOMPRESSED" } else { "ZSTD" };
                 assert!(format!("{:?}", c.compression()).starts_with(want), "{} {name}: {:?}", f.table, c.compression());
+                // Nearly distinct values and counters: no dictionary page.
+                let plain = crate::segment::PLAIN_COLUMNS.contains(&name.as_str());
+                let delta = crate::segment::DELTA_COLUMNS.contains(&name.as_str());
+                if plain || delta {
+                    assert_eq!(c.dictionary_page_offset(), None, "{} {name}", f.table);
+                }
+                if delta {
+                    assert!(c.encodings().any(|e| e == parquet::basic::Encoding::DELTA_BINARY_PACKED), "{} {name}", f.table);
+                }
+                // A text column of nulls only (no str values here) says so
+                // in its statistics.
+                if name == "value_text" {
+                    assert_eq!(c.statistics().and_then(|s| s.null_count_opt()), Some(f.rows), "{name}");
+                }
             }
             // Read again through one reused buffer: the same batches, and
             // the buffer's capacity comes back for the next file.
-            let mut buf = b"stale contents".to_vec();
+            let mut scratch = ReadScratch { bytes: b"stale contents".to_vec(), nulls: Vec::new() };
             for _ in 0..2 {
-                let again = read_sealed_with(&path, f, &meta, &mut buf).unwrap();
+                let again = read_sealed_with(&path, f, &meta, &mut scratch).unwrap();
                 assert_eq!(again.iter().map(|b| b.batch.clone()).collect::<Vec<_>>(), sealed.iter().map(|b| b.batch.clone()).collect::<Vec<_>>());
-                assert!(buf.capacity() as u64 >= f.bytes, "{}", f.table);
+                assert!(scratch.bytes.capacity() as u64 >= f.bytes, "{}", f.table);
             }
             let b = &sealed[0].batch;
             if f.table == "logs" {
