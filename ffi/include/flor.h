@@ -510,8 +510,10 @@ enum FlorStatus flor_prefetch_next(struct FlorPrefetch *p, struct FlorBuffer *ou
 // [`flor_prefetch_next`] and no longer used, back to the prefetch thread,
 // which reads a later checkpoint of the same size into them instead of
 // allocating (and faulting in) fresh memory; `buffer` is reset to empty.
-// Equivalent to `flor_buffer_free` when the thread has finished. NULL
-// arguments are ignored.
+// The thread keeps a handed-back buffer only while a later checkpoint of
+// its size remains, and frees it otherwise: this is `flor_buffer_free`
+// when the thread has finished, and also when `p` is NULL. A NULL
+// `buffer` is ignored.
 //
 // # Safety
 // `p` from [`flor_prefetch_start`], not freed; `buffer` NULL or filled by

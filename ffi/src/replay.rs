@@ -6,6 +6,7 @@ use crate::handle::FlorHandle;
 use crate::status::{guard, FfiError, FlorStatus};
 use flordb::core::{RunKey, Source};
 use flordb::{Flor, Options};
+use std::collections::HashMap;
 use std::ffi::c_char;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 
@@ -108,15 +109,41 @@ pub struct FlorPrefetch {
     recycle: Sender<Vec<u8>>,
 }
 
-/// Buffers the prefetch thread keeps for reuse, at most.
-const POOL_MAX: usize = 64;
+/// The prefetch thread's buffers for reuse: handed-back buffers are kept
+/// only while a later checkpoint of their size remains, so the pool never
+/// holds more than the restores in flight at once.
+struct Pool {
+    /// Per size in bytes, the checkpoints of that size not yet read.
+    later: HashMap<u64, usize>,
+    bufs: Vec<Vec<u8>>,
+}
 
-/// A buffer from `pool` of exactly `len` bytes (so that handing it out as a
-/// `FlorBuffer` needs no reallocation), or an empty one.
-fn take_buffer(pool: &mut Vec<Vec<u8>>, len: u64) -> Vec<u8> {
-    match pool.iter().position(|b| b.len() as u64 == len) {
-        Some(i) => pool.swap_remove(i),
-        None => Vec::new(),
+impl Pool {
+    /// A pool for reading checkpoints of these sizes, in order.
+    fn new(sizes: impl IntoIterator<Item = u64>) -> Pool {
+        let mut later: HashMap<u64, usize> = HashMap::new();
+        for s in sizes {
+            *later.entry(s).or_default() += 1;
+        }
+        Pool { later, bufs: Vec::new() }
+    }
+
+    /// A buffer for the next checkpoint, of `len` bytes: a kept buffer of
+    /// exactly that length (so that handing it out as a `FlorBuffer` needs
+    /// no reallocation), or an empty one. Buffers in `back` are kept if a
+    /// later checkpoint can use them, freed otherwise.
+    fn take(&mut self, len: u64, back: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
+        if let Some(n) = self.later.get_mut(&len) {
+            *n = n.saturating_sub(1);
+        }
+        self.bufs.extend(back);
+        let buf = match self.bufs.iter().position(|b| b.len() as u64 == len) {
+            Some(i) => self.bufs.swap_remove(i),
+            None => Vec::new(),
+        };
+        let later = &self.later;
+        self.bufs.retain(|b| later.get(&(b.len() as u64)).is_some_and(|&n| n > 0));
+        buf
     }
 }
 
@@ -148,13 +175,9 @@ pub unsafe extern "C" fn flor_prefetch_start(path: *const c_char, threads: usize
         std::thread::Builder::new()
             .name("flor-prefetch".into())
             .spawn(move || {
-                let mut pool: Vec<Vec<u8>> = Vec::new();
+                let mut pool = Pool::new(recipes.iter().map(|r| r.raw_len));
                 for (i, r) in recipes.iter().enumerate() {
-                    pool.extend(recycled.try_iter());
-                    if pool.len() > POOL_MAX {
-                        pool.drain(..pool.len() - POOL_MAX);
-                    }
-                    let buf = take_buffer(&mut pool, r.raw_len);
+                    let buf = pool.take(r.raw_len, recycled.try_iter());
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_recipe_into(r, threads, buf)))
                         .unwrap_or_else(|_| Err(FfiError::new(FlorStatus::Panic, format!("reading checkpoint recipe {i} panicked"))));
                     if tx.send(r).is_err() {
@@ -192,8 +215,10 @@ pub unsafe extern "C" fn flor_prefetch_next(p: *mut FlorPrefetch, out: *mut Flor
 /// [`flor_prefetch_next`] and no longer used, back to the prefetch thread,
 /// which reads a later checkpoint of the same size into them instead of
 /// allocating (and faulting in) fresh memory; `buffer` is reset to empty.
-/// Equivalent to `flor_buffer_free` when the thread has finished. NULL
-/// arguments are ignored.
+/// The thread keeps a handed-back buffer only while a later checkpoint of
+/// its size remains, and frees it otherwise: this is `flor_buffer_free`
+/// when the thread has finished, and also when `p` is NULL. A NULL
+/// `buffer` is ignored.
 ///
 /// # Safety
 /// `p` from [`flor_prefetch_start`], not freed; `buffer` NULL or filled by
@@ -254,4 +279,34 @@ pub unsafe extern "C" fn flor_cli_main(argv: *const *const c_char, argc: usize) 
         flordb::cli::main_with(args)
     })
     .unwrap_or(70)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pool;
+
+    #[test]
+    fn the_pool_reuses_exact_sizes_and_keeps_only_what_a_later_read_needs() {
+        // Three epochs of two objects (4 and 2 bytes), then one of 9 bytes.
+        let mut pool = Pool::new([4, 2, 4, 2, 4, 2, 9]);
+        let a = pool.take(4, []);
+        assert!(a.is_empty(), "nothing to reuse yet");
+        let b = pool.take(2, []);
+        assert!(b.is_empty());
+        // Both handed back: the 4-byte one is reused for the next 4.
+        let a = pool.take(4, [vec![1u8; 4], vec![2u8; 2]]);
+        assert_eq!(a, vec![1u8; 4]);
+        assert_eq!(pool.bufs, vec![vec![2u8; 2]]);
+        let b = pool.take(2, []);
+        assert_eq!(b, vec![2u8; 2]);
+        // Last 4- and 2-byte reads: a buffer of no later size is freed, not kept.
+        let a = pool.take(4, [vec![3u8; 4], vec![7u8; 5]]);
+        assert_eq!(a, vec![3u8; 4]);
+        assert!(pool.bufs.is_empty(), "{:?}", pool.bufs);
+        let _ = pool.take(2, [vec![4u8; 2]]);
+        // Nothing of 4 or 2 bytes is read later: handed-back ones are freed.
+        let c = pool.take(9, [vec![5u8; 4], vec![6u8; 2]]);
+        assert!(c.is_empty());
+        assert!(pool.bufs.is_empty(), "{:?}", pool.bufs);
+    }
 }
