@@ -358,7 +358,7 @@ fn stretches<K: PartialEq + Copy>(rows: &[u32], key: impl Fn(u32) -> K) -> Vec<(
 /// row, a builder's doubling and checks, or a copy call per value, cost
 /// several times the writing itself).
 fn repeated_text<O: OffsetSizeTrait>(stretches: &[(&str, usize)]) -> Result<GenericStringArray<O>> {
-    let too_big = |total: usize| crate::Error::Input(format!("the dataframe's text column would hold {total} bytes, more than an Arrow Utf8 column can (2 GiB)"));
+    let too_big = |total: usize| crate::Error::Input(format!("the dataframe's text column would hold {total} bytes, more than an Arrow {} column can hold", GenericStringArray::<O>::DATA_TYPE));
     let mut total = 0usize;
     let mut rows = 0usize;
     for (t, n) in stretches {

@@ -63,7 +63,8 @@ pub struct WorkerSpec {
     pub objects: BTreeMap<String, Vec<(String, usize)>>,
     /// The recipe file: a JSON array of
     /// [`flor_store::checkpoint::Recipe`], one per restored object, in
-    /// restore order (iterations as in `checkpoints`, objects by name).
+    /// restore order (iterations as in `checkpoints`, objects by name);
+    /// not written when the unit restores nothing.
     pub recipes: PathBuf,
     /// The run's recorded `arg` values.
     pub args: serde_json::Map<String, serde_json::Value>,
@@ -271,9 +272,12 @@ fn prepare(
         )));
     }
     let restores = restores(plan, rp, &job.restores)?;
-    let text =
-        serde_json::to_vec(&restores.recipes).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::write(&job.recipes, text).map_err(|e| Error::Io(job.recipes.clone(), e))?;
+    if !restores.recipes.is_empty() {
+        // A unit that restores nothing gets no file (its spec lists no objects).
+        let text =
+            serde_json::to_vec(&restores.recipes).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(&job.recipes, text).map_err(|e| Error::Io(job.recipes.clone(), e))?;
+    }
     let recorded = if job.mode == "iterations" {
         rp.recorded
             .iter()
