@@ -169,7 +169,10 @@ pub struct CheckpointInfo {
     /// included), chunks shared with other checkpoints counted in full.
     pub stored_bytes: u64,
     /// Pack bytes this checkpoint added when it was written: what its
-    /// chunks did not share with checkpoints stored before it.
+    /// chunks did not share with checkpoints stored before it. A chunk
+    /// shared by saves in flight at the same time (submitted before the
+    /// earlier one was flushed) counts for whichever save's copy reached
+    /// the pack writer first: chunks are compressed in parallel.
     pub new_bytes: u64,
     /// Number of chunks.
     pub chunks: u64,

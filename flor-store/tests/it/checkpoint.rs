@@ -126,6 +126,10 @@ fn the_checkpoints_table() {
     let s = CheckpointStore::open(dir.path(), RUN).unwrap();
     s.save(&at(&[("epoch", 0)]), "model", &bytes(1, 20_000, true))
         .unwrap();
+    // Flushed before the same bytes are saved again: with both in flight,
+    // the shared chunk's new bytes go to whichever copy the parallel
+    // compressors hand the writer first (see `CheckpointInfo::new_bytes`).
+    s.flush().unwrap();
     s.save(&at(&[("epoch", 1)]), "model", &bytes(1, 20_000, true))
         .unwrap();
     s.save(&at(&[("epoch", 1), ("step", 3)]), "optimizer", &[7u8; 100])
