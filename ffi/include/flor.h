@@ -478,6 +478,33 @@ enum FlorStatus flor_checkpoint_load_recipe(const char *path,
                                             size_t threads,
                                             struct FlorBuffer *out);
 
+// Restores checkpoint `index` (0-based) of the recipe file at `path` (as
+// [`flor_checkpoint_load_recipe`]) straight into `dest`, the memory of the
+// live object it restores (a numpy array's data): the object must be
+// `prefix_len + dest_len` bytes whose first `prefix_len` are `prefix` (the
+// kind byte and `.npy` header the array would be saved with). No buffer of
+// the object's size is allocated and the bytes are not copied again.
+// `loaded` receives true when `dest` now holds the rest of the object,
+// every byte verified (each frame's CRC-32 and chunk hash, the whole
+// object's blake3); false, with `dest` untouched, when the checkpoint has
+// another size or header (restore it through a buffer instead).
+//
+// Errors: as [`flor_checkpoint_load_recipe`]. After an error `dest` may
+// hold part of the object.
+//
+// # Safety
+// `path` must be NUL-terminated; `prefix` points to `prefix_len` bytes and
+// `dest` to `dest_len` writable bytes that nothing else reads or writes
+// during the call; `loaded` must be writable.
+enum FlorStatus flor_checkpoint_load_recipe_to(const char *path,
+                                               size_t index,
+                                               size_t threads,
+                                               const uint8_t *prefix,
+                                               size_t prefix_len,
+                                               uint8_t *dest,
+                                               size_t dest_len,
+                                               bool *loaded);
+
 // Starts reading every checkpoint of the recipe file at `path` (as
 // [`flor_checkpoint_load_recipe`]), in the file's order, on a background
 // thread, at most `ahead` (at least 1) finished ones waiting: a replay

@@ -1,7 +1,7 @@
 //! Replay and the command line through the C ABI: the handle a replay
 //! worker records with, and `flor …` run in-process (`python -m flordb …`).
 
-use crate::buffer::{cstr_arg, flor_buffer_free, write_buffer, FlorBuffer};
+use crate::buffer::{bytes_arg, cstr_arg, flor_buffer_free, write_buffer, write_out, FlorBuffer};
 use crate::handle::FlorHandle;
 use crate::status::{guard, FfiError, FlorStatus};
 use flordb::core::{RunKey, Source};
@@ -9,6 +9,7 @@ use flordb::{Flor, Options};
 use std::collections::HashMap;
 use std::ffi::c_char;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 /// Opens a replay worker's session: records go to the project at `root`
 /// with `source = replay`, attached to the existing run `(tstamp, run_id)`;
@@ -80,17 +81,95 @@ pub unsafe extern "C" fn flor_checkpoint_load_recipe(path: *const c_char, index:
             return Err(FfiError::null("out"));
         }
         let recipes = read_recipes(path)?;
-        let recipe = recipes.get(index).ok_or_else(|| {
-            FfiError::new(FlorStatus::InvalidArgument, format!("checkpoint recipe file {path} holds {} recipes, not {}", recipes.len(), index + 1))
-        })?;
+        let recipe = recipe_at(&recipes, path, index)?;
         write_buffer(out, load_recipe_into(recipe, threads, Vec::new())?)
     })
 }
 
-/// The recipes in the recipe file at `path`.
-fn read_recipes(path: &str) -> Result<Vec<flordb::store::checkpoint::Recipe>, FfiError> {
-    let text = std::fs::read(path).map_err(|e| FfiError::new(FlorStatus::Io, format!("cannot read the checkpoint recipe file {path}: {e}")))?;
-    serde_json::from_slice(&text).map_err(|e| FfiError::new(FlorStatus::Corrupt, format!("checkpoint recipe file {path} does not parse: {e}")))
+/// Restores checkpoint `index` (0-based) of the recipe file at `path` (as
+/// [`flor_checkpoint_load_recipe`]) straight into `dest`, the memory of the
+/// live object it restores (a numpy array's data): the object must be
+/// `prefix_len + dest_len` bytes whose first `prefix_len` are `prefix` (the
+/// kind byte and `.npy` header the array would be saved with). No buffer of
+/// the object's size is allocated and the bytes are not copied again.
+/// `loaded` receives true when `dest` now holds the rest of the object,
+/// every byte verified (each frame's CRC-32 and chunk hash, the whole
+/// object's blake3); false, with `dest` untouched, when the checkpoint has
+/// another size or header (restore it through a buffer instead).
+///
+/// Errors: as [`flor_checkpoint_load_recipe`]. After an error `dest` may
+/// hold part of the object.
+///
+/// # Safety
+/// `path` must be NUL-terminated; `prefix` points to `prefix_len` bytes and
+/// `dest` to `dest_len` writable bytes that nothing else reads or writes
+/// during the call; `loaded` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn flor_checkpoint_load_recipe_to(
+    path: *const c_char,
+    index: usize,
+    threads: usize,
+    prefix: *const u8,
+    prefix_len: usize,
+    dest: *mut u8,
+    dest_len: usize,
+    loaded: *mut bool,
+) -> FlorStatus {
+    guard(|| {
+        // SAFETY: NUL-terminated by contract.
+        let path = unsafe { cstr_arg(path, "path") }?.ok_or_else(|| FfiError::null("path"))?;
+        // SAFETY: `prefix_len` bytes by contract.
+        let prefix = unsafe { bytes_arg(prefix, prefix_len, "prefix") }?;
+        let dest: &mut [u8] = if dest_len == 0 {
+            &mut []
+        } else if dest.is_null() {
+            return Err(FfiError::null("dest"));
+        } else {
+            // SAFETY: `dest_len` writable bytes, not aliased during the call, by contract.
+            unsafe { std::slice::from_raw_parts_mut(dest, dest_len) }
+        };
+        if loaded.is_null() {
+            return Err(FfiError::null("loaded"));
+        }
+        let recipes = read_recipes(path)?;
+        let recipe = recipe_at(&recipes, path, index)?;
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+        let ok = flordb::store::checkpoint::load_recipe_to(recipe, threads, prefix, dest)?;
+        write_out(loaded, ok, "loaded")
+    })
+}
+
+/// Recipe `index` of the file at `path`.
+fn recipe_at<'a>(recipes: &'a [flordb::store::checkpoint::Recipe], path: &str, index: usize) -> Result<&'a flordb::store::checkpoint::Recipe, FfiError> {
+    recipes.get(index).ok_or_else(|| {
+        FfiError::new(FlorStatus::InvalidArgument, format!("checkpoint recipe file {path} holds {} recipes, not {}", recipes.len(), index + 1))
+    })
+}
+
+/// The recipe file this process read last, with its length and
+/// modification time when read: a worker restores every object of its
+/// unit from one file, so it is parsed once, not once per object.
+type CachedRecipes = (String, u64, Option<std::time::SystemTime>, Arc<Vec<flordb::store::checkpoint::Recipe>>);
+static RECIPES: Mutex<Option<CachedRecipes>> = Mutex::new(None);
+
+/// The recipes in the recipe file at `path`, parsed again only when the
+/// path, length or modification time differ from the last file read.
+fn read_recipes(path: &str) -> Result<Arc<Vec<flordb::store::checkpoint::Recipe>>, FfiError> {
+    let io = |e: std::io::Error| FfiError::new(FlorStatus::Io, format!("cannot read the checkpoint recipe file {path}: {e}"));
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let (len, modified) = (meta.len(), meta.modified().ok());
+    let mut cached = RECIPES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((p, l, m, r)) = cached.as_ref() {
+        if p == path && *l == len && *m == modified && modified.is_some() {
+            return Ok(r.clone());
+        }
+    }
+    let text = std::fs::read(path).map_err(io)?;
+    let recipes: Vec<flordb::store::checkpoint::Recipe> =
+        serde_json::from_slice(&text).map_err(|e| FfiError::new(FlorStatus::Corrupt, format!("checkpoint recipe file {path} does not parse: {e}")))?;
+    let recipes = Arc::new(recipes);
+    *cached = Some((path.to_owned(), len, modified, recipes.clone()));
+    Ok(recipes)
 }
 
 /// The checkpoint `recipe` describes, decoded on `threads` threads (0: one

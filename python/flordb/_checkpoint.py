@@ -80,6 +80,29 @@ def _npy_view(np, payload):
     return flat.reshape(shape, order="F" if fortran else "C")
 
 
+def npy_prefix(obj):
+    """The bytes :func:`dumps` writes before the data of ``obj`` (the kind
+    byte and the ``.npy`` header) when ``obj`` is a plain numpy array whose
+    memory can take a checkpoint's data as it is (C-contiguous, writable,
+    no Python objects); None otherwise. Replay restores such an array
+    straight into its memory (``flor_checkpoint_load_recipe_to``): a
+    checkpoint saved from an array of another shape or dtype has another
+    header, and is then restored through a buffer."""
+    np = sys.modules.get("numpy")
+    if np is None or type(obj) is not np.ndarray:
+        return None
+    if not (obj.flags.c_contiguous and obj.flags.writeable) or obj.dtype.hasobject:
+        return None
+    from numpy.lib import format as npy
+
+    buf = io.BytesIO()
+    try:
+        npy.write_array_header_1_0(buf, npy.header_data_from_array_1_0(obj))
+    except ValueError:
+        return None  # a header too large for version 1.0
+    return NUMPY + buf.getvalue()
+
+
 def restore(obj, data):
     """Restores ``data`` (from :func:`dumps`; bytes or any buffer, which is
     not referenced after the call) into ``obj`` in place and returns ``obj``

@@ -24,10 +24,17 @@ this process:
 Checkpoints are never written here: the run's database belongs to the
 coordinator, which writes one recipe file per unit (for each object
 restored, where its chunks lie in the run's pack files); this worker reads
-and verifies the bytes from the packs (``flor_prefetch_start``, or
-``flor_checkpoint_load_recipe`` for one out of order), on a native thread
-that reads one restore ahead from the moment this module is imported, so
-the reading overlaps the script's start-up and its iterations.
+and verifies the bytes from the packs itself, in one of two ways:
+
+* when a core is spare (``decode_threads`` in the spec is 2 or more: fewer
+  workers than cores), on a native thread that reads one restore ahead
+  from the moment this module is imported (``flor_prefetch_start``), so the
+  reading overlaps the script's start-up and its iterations;
+* otherwise (every core runs a worker, the default) when the object is
+  restored: a numpy array straight into its own memory
+  (``flor_checkpoint_load_recipe_to``: no buffer of the model's size, no
+  copy; that thread would only take CPU from the other workers), anything
+  else through a buffer (``flor_checkpoint_load_recipe``).
 
 At exit the worker prints its phase times (``FLOR-REPLAY-TIMES {json}``)
 for ``flor replay --timings``.
@@ -190,6 +197,8 @@ def _start_prefetch():
     """Starts reading the checkpoints to restore on a native thread, one
     restore ahead, while the script starts up and runs its iterations."""
     global _prefetch
+    if int(SPEC.get("decode_threads") or 0) < 2:
+        return  # no spare core: restores read when needed, in place (see the module docs)
     order, ahead = _restore_indices()
     if not order or order != list(range(len(order))):
         return  # restores read each checkpoint when needed instead
@@ -217,8 +226,10 @@ def _restore_one(name, index):
     restored from it without another copy (the buffer is freed, or handed
     back to the prefetch thread, before returning: nothing may keep a view
     of it)."""
-    out = ffi.new("FlorBuffer *")
     prefetched = _prefetch is not None and _prefetch_queue and _prefetch_queue[0] == index
+    if not prefetched and name in _objects and _restore_in_place(_objects[name], index):
+        return
+    out = ffi.new("FlorBuffer *")
     if prefetched:
         _prefetch_queue.popleft()
         native.check(lib.flor_prefetch_next(_prefetch, out))
@@ -241,6 +252,24 @@ def _restore_one(name, index):
             lib.flor_prefetch_recycle(_prefetch, out)  # read a later checkpoint into it
         else:
             lib.flor_buffer_free(out)
+
+
+def _restore_in_place(obj, index):
+    """Restores checkpoint ``index`` straight into the memory of numpy array
+    ``obj``; False (``obj`` untouched) when ``obj`` is not such an array or
+    the checkpoint was saved from one of another shape or dtype."""
+    prefix = _checkpoint.npy_prefix(obj)
+    if prefix is None:
+        return False
+    loaded = ffi.new("bool *")
+    dest = ffi.from_buffer("uint8_t[]", obj, require_writable=True)
+    native.check(
+        lib.flor_checkpoint_load_recipe_to(
+            os.fsencode(SPEC["recipes"]), index, int(SPEC.get("decode_threads") or 0),
+            prefix, len(prefix), dest, obj.nbytes, loaded,
+        )
+    )
+    return bool(loaded[0])
 
 
 def _restore(iteration):

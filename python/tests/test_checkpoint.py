@@ -46,6 +46,31 @@ def test_restore_writes_into_the_live_objects():
     assert _checkpoint.restore(None, _checkpoint.dumps((1, "x"))) == (1, "x")
 
 
+def test_npy_prefix_is_exactly_what_dumps_writes_before_the_data():
+    # Replay restores such arrays straight into their memory: the prefix it
+    # expects must be byte for byte what dumps() wrote, and the rest of the
+    # checkpoint the array's memory as it lies.
+    arrays = [
+        np.arange(12, dtype=np.float64).reshape(3, 4),
+        np.zeros((0, 5), dtype=np.float32),
+        np.array(7, dtype=np.int64),
+        np.arange(10, dtype=">i4"),
+        np.ones((2, 3, 4), dtype=np.complex64),
+        np.array([(1, 2.5)], dtype=[("a", "<i2"), ("b", "<f8")]),
+    ]
+    for a in arrays:
+        prefix = _checkpoint.npy_prefix(a)
+        saved = _checkpoint.dumps(a)
+        assert prefix is not None and saved[: len(prefix)] == prefix, a.dtype
+        assert saved[len(prefix):] == a.tobytes(order="C") and len(saved) == len(prefix) + a.nbytes
+    # Arrays whose memory cannot take the data as it lies: restored through a buffer.
+    fortran = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    readonly = np.arange(4.0)
+    readonly.flags.writeable = False
+    for a in [fortran, np.arange(10.0)[::2], readonly, np.array([object()]), np.arange(3.0).view(type("Sub", (np.ndarray,), {})), [1.0], None]:
+        assert _checkpoint.npy_prefix(a) is None, repr(a)
+
+
 def test_rng_states_round_trip():
     random.seed(3)
     np.random.seed(3)

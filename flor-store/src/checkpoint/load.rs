@@ -4,7 +4,8 @@
 //! object's blake3 (docs/FORMAT.md, `checkpoints/<tstamp>-<run_id>/`);
 //! only when that fails is each chunk hashed, to name the chunk at fault.
 //! Large objects are decoded by several threads, each into its own part of
-//! the output.
+//! the output. Raw frames that lie back to back in a pack are read with one
+//! vectored read, each payload straight into its part of the output.
 //!
 //! A [`Recipe`] is the same read with the index lookups done beforehand:
 //! the chunks' pack locations, taken by the process that holds the run's
@@ -12,7 +13,10 @@
 //! the bytes from the packs alone ([`load_recipe`]).
 
 use super::manifest::{self, ChunkRef, Manifest};
-use super::pack::{open_frame, Codec, Loc, PackReaders};
+use super::pack::{
+    check_frame_parts, open_frame, Codec, Loc, PackReaders, FRAMES_PER_READ, FRAME_OVERHEAD,
+    PAYLOAD_AT,
+};
 use super::{gc::hex, loop_path_text, Shared};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -202,51 +206,153 @@ pub fn load_recipe(recipe: &Recipe, threads: usize) -> Result<Vec<u8>> {
 /// # Errors
 /// As [`load_recipe`].
 pub fn load_recipe_into(recipe: &Recipe, threads: usize, buf: Vec<u8>) -> Result<Vec<u8>> {
-    let damaged = |detail: String| Error::CheckpointDamaged {
-        run: recipe.run.clone(),
-        object: recipe.object.clone(),
-        loop_path: loop_path_text(&recipe.loop_path),
-        detail,
-    };
-    let hash = unhex(&recipe.hash)
-        .ok_or_else(|| damaged("the recipe's object hash is not 64 hex digits".into()))?;
-    let mut refs = Vec::with_capacity(recipe.chunks.len());
-    let mut locs = Vec::with_capacity(recipe.chunks.len());
-    for (i, c) in recipe.chunks.iter().enumerate() {
-        let h = unhex(&c.hash)
-            .ok_or_else(|| damaged(format!("chunk {i}: the recipe's hash is not 64 hex digits")))?;
-        refs.push(ChunkRef {
-            hash: h,
-            raw_len: c.raw_len,
-            stored_len: c.frame_len,
-        });
-        let loc = Loc::decode(
-            &Loc {
-                pack: c.pack,
-                offset: c.offset,
-                frame_len: c.frame_len,
-            }
-            .encode(),
-        )
-        .ok_or("malformed location in the recipe");
-        locs.push(loc);
-    }
-    let parts: Vec<Part<'_>> = refs
-        .iter()
-        .zip(locs)
-        .map(|(chunk, loc)| Part { chunk, loc })
-        .collect();
+    let r = RecipeParts::parse(recipe)?;
+    let parts = r.parts();
     let readers = PackReaders::new(recipe.packs.clone());
     assemble(
         &readers,
         &recipe.packs,
         &parts,
         recipe.raw_len,
-        &hash,
+        &r.hash,
         threads,
-        &damaged,
+        &r.damaged(),
         buf,
     )
+}
+
+/// [`load_recipe`] of an object whose first `prefix.len()` bytes are known
+/// (a numpy array's kind byte and `.npy` header), writing the rest straight
+/// into `dest`, the memory it is restored into (a live array's data), with
+/// no buffer of the object's size and no copy.
+///
+/// Returns `Ok(false)`, with `dest` untouched, when the object is not
+/// `prefix.len() + dest.len()` bytes long or does not start with `prefix`
+/// (the caller restores it another way); `Ok(true)` when `dest` holds the
+/// rest of the object and every byte passed the checks of
+/// [`load_recipe`] (each frame's CRC-32 and chunk hash, the whole object's
+/// blake3 over `prefix` and `dest`).
+///
+/// # Errors
+/// As [`load_recipe`]. On an error `dest` may hold part of the object: the
+/// caller must not use its contents.
+pub fn load_recipe_to(
+    recipe: &Recipe,
+    threads: usize,
+    prefix: &[u8],
+    dest: &mut [u8],
+) -> Result<bool> {
+    let p = prefix.len();
+    if usize::try_from(recipe.raw_len).ok() != p.checked_add(dest.len()) {
+        return Ok(false);
+    }
+    let r = RecipeParts::parse(recipe)?;
+    let parts = r.parts();
+    let damaged = r.damaged();
+    let readers = PackReaders::new(recipe.packs.clone());
+    // The chunks that hold any of the prefix are decoded into `head` and
+    // compared before `dest` is written; the others go straight to `dest`.
+    let mut head_chunks = 0;
+    let mut head_len = 0usize;
+    while head_len < p && head_chunks < parts.len() {
+        head_len += parts[head_chunks].chunk.raw_len as usize;
+        head_chunks += 1;
+    }
+    let mut head = vec![0u8; head_len];
+    let mut slices = slice_parts(&parts[..head_chunks], 0, &mut head, &damaged)?;
+    decode_all(&readers, &mut slices, parts.len(), 1, &damaged)?;
+    if head.get(..p) != Some(prefix) {
+        return Ok(false);
+    }
+    let (from_head, rest) = dest.split_at_mut_checked(head_len - p).ok_or_else(|| {
+        damaged(format!(
+            "chunk {} runs past the object's end",
+            head_chunks.saturating_sub(1)
+        ))
+    })?;
+    from_head.copy_from_slice(&head[p..]);
+    let mut slices = slice_parts(&parts[head_chunks..], head_chunks, rest, &damaged)?;
+    let threads = if recipe.raw_len < PARALLEL_FROM {
+        1
+    } else {
+        threads
+    };
+    decode_all(&readers, &mut slices, parts.len(), threads, &damaged)?;
+    let mut sum = blake3::Hasher::new();
+    sum.update(prefix);
+    sum.update(dest);
+    if sum.finalize().as_bytes() != &r.hash {
+        let whole = [prefix, &*dest].concat();
+        return Err(damaged(mismatch_detail(&parts, &whole)));
+    }
+    Ok(true)
+}
+
+/// A recipe's hashes and locations, decoded once.
+struct RecipeParts<'r> {
+    recipe: &'r Recipe,
+    hash: [u8; 32],
+    refs: Vec<ChunkRef>,
+    locs: Vec<std::result::Result<Loc, &'static str>>,
+}
+
+impl<'r> RecipeParts<'r> {
+    fn parse(recipe: &'r Recipe) -> Result<RecipeParts<'r>> {
+        let damaged = |detail: String| Error::CheckpointDamaged {
+            run: recipe.run.clone(),
+            object: recipe.object.clone(),
+            loop_path: loop_path_text(&recipe.loop_path),
+            detail,
+        };
+        let hash = unhex(&recipe.hash)
+            .ok_or_else(|| damaged("the recipe's object hash is not 64 hex digits".into()))?;
+        let mut refs = Vec::with_capacity(recipe.chunks.len());
+        let mut locs = Vec::with_capacity(recipe.chunks.len());
+        for (i, c) in recipe.chunks.iter().enumerate() {
+            let h = unhex(&c.hash).ok_or_else(|| {
+                damaged(format!("chunk {i}: the recipe's hash is not 64 hex digits"))
+            })?;
+            refs.push(ChunkRef {
+                hash: h,
+                raw_len: c.raw_len,
+                stored_len: c.frame_len,
+            });
+            let loc = Loc::decode(
+                &Loc {
+                    pack: c.pack,
+                    offset: c.offset,
+                    frame_len: c.frame_len,
+                }
+                .encode(),
+            )
+            .ok_or("malformed location in the recipe");
+            locs.push(loc);
+        }
+        Ok(RecipeParts {
+            recipe,
+            hash,
+            refs,
+            locs,
+        })
+    }
+
+    fn parts(&self) -> Vec<Part<'_>> {
+        self.refs
+            .iter()
+            .zip(&self.locs)
+            .map(|(chunk, loc)| Part { chunk, loc: *loc })
+            .collect()
+    }
+
+    fn damaged(&self) -> impl Fn(String) -> Error + 'r {
+        let recipe = self.recipe;
+        move |detail| Error::CheckpointDamaged {
+            run: recipe.run.clone(),
+            object: recipe.object.clone(),
+            loop_path: loop_path_text(&recipe.loop_path),
+            detail,
+        }
+    }
 }
 
 /// Decodes `parts` into one buffer of `raw_len` bytes (`out`, reused when
@@ -278,15 +384,35 @@ fn assemble(
         })?;
         out.resize(len, 0);
     }
+    let mut slices = slice_parts(parts, 0, &mut out, damaged)?;
+    let threads = if raw_len < PARALLEL_FROM { 1 } else { threads };
+    decode_all(readers, &mut slices, parts.len(), threads, damaged)?;
+    drop(slices);
+    if blake3::hash(&out).as_bytes() != hash {
+        return Err(damaged(mismatch_detail(parts, &out)));
+    }
+    Ok(out)
+}
 
-    // Pair every chunk with its slice of the output.
-    let mut slices: Vec<(usize, &Part<'_>, &mut [u8])> = Vec::with_capacity(parts.len());
-    let mut rest: &mut [u8] = &mut out;
+/// One chunk to decode: its number in the object, its part, and the slice
+/// of the output it fills.
+type Slot<'p, 'o> = (usize, &'p Part<'p>, &'o mut [u8]);
+
+/// Pairs every part (numbered from `first`) with its slice of `out`, which
+/// the parts must cover exactly.
+fn slice_parts<'p, 'o>(
+    parts: &'p [Part<'p>],
+    first: usize,
+    out: &'o mut [u8],
+    damaged: &dyn Fn(String) -> Error,
+) -> Result<Vec<Slot<'p, 'o>>> {
+    let mut slices = Vec::with_capacity(parts.len());
+    let mut rest: &mut [u8] = out;
     for (i, p) in parts.iter().enumerate() {
         let (part, tail) = std::mem::take(&mut rest)
             .split_at_mut_checked(p.chunk.raw_len as usize)
-            .ok_or_else(|| damaged(format!("chunk {i} runs past the object's end")))?;
-        slices.push((i, p, part));
+            .ok_or_else(|| damaged(format!("chunk {} runs past the object's end", first + i)))?;
+        slices.push((first + i, p, part));
         rest = tail;
     }
     if !rest.is_empty() {
@@ -295,22 +421,28 @@ fn assemble(
             rest.len()
         )));
     }
-    let n = parts.len();
-    let threads = if raw_len < PARALLEL_FROM {
-        1
-    } else {
-        threads.clamp(1, n.max(1))
-    };
+    Ok(slices)
+}
+
+/// Decodes every slot, on up to `threads` threads (each a contiguous share
+/// of the slots); reports the failure of the earliest chunk.
+fn decode_all(
+    readers: &PackReaders,
+    slices: &mut [Slot<'_, '_>],
+    total: usize,
+    threads: usize,
+    damaged: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    let threads = threads.clamp(1, slices.len().max(1));
     let result = if threads == 1 {
-        decode_parts(readers, &mut slices, n)
+        decode_parts(readers, slices, total)
     } else {
-        let per = n.div_ceil(threads);
+        let per = slices.len().div_ceil(threads);
         std::thread::scope(|s| {
             let handles: Vec<_> = slices
                 .chunks_mut(per)
-                .map(|group| s.spawn(move || decode_parts(readers, group, n)))
+                .map(|group| s.spawn(move || decode_parts(readers, group, total)))
                 .collect();
-            // Report the failure of the earliest chunk, whatever thread found it.
             let mut first: Option<(usize, ChunkFailure)> = None;
             for h in handles {
                 let r = h.join().unwrap_or_else(|_| {
@@ -326,14 +458,10 @@ fn assemble(
         })
     };
     match result {
-        Ok(()) => {}
-        Err((_, ChunkFailure::Damaged(d))) => return Err(damaged(d)),
-        Err((_, ChunkFailure::Io(e))) => return Err(e),
+        Ok(()) => Ok(()),
+        Err((_, ChunkFailure::Damaged(d))) => Err(damaged(d)),
+        Err((_, ChunkFailure::Io(e))) => Err(e),
     }
-    if blake3::hash(&out).as_bytes() != hash {
-        return Err(damaged(mismatch_detail(parts, &out)));
-    }
-    Ok(out)
 }
 
 /// Why an assembled object failed its whole-object hash: the first chunk
@@ -353,7 +481,7 @@ fn mismatch_detail(parts: &[Part<'_>], out: &[u8]) -> String {
         rest = tail;
         if blake3::hash(bytes).as_bytes() != &p.chunk.hash {
             let at = match p.loc {
-                Ok(loc) => format!("pack {:010} at byte {}", loc.pack, loc.offset),
+                Ok(loc) => at(loc),
                 Err(d) => d.to_string(),
             };
             return format!(
@@ -370,28 +498,119 @@ enum ChunkFailure {
     Io(Error),
 }
 
-/// Decodes each `(chunk number, chunk, output slice)`; stops at the first failure.
+/// Where a frame lies, for messages.
+fn at(loc: Loc) -> String {
+    format!("pack {:010} at byte {}", loc.pack, loc.offset)
+}
+
+/// Prefixes a chunk's failure with its number and hash.
+fn named(i: usize, p: &Part<'_>, total: usize, f: ChunkFailure) -> (usize, ChunkFailure) {
+    let f = match f {
+        ChunkFailure::Damaged(d) => ChunkFailure::Damaged(format!(
+            "chunk {i} of {total} (blake3 {}…): {d}",
+            hex(&p.chunk.hash)
+        )),
+        io => io,
+    };
+    (i, f)
+}
+
+/// Decodes each slot; stops at the first failure. Frames sized as raw
+/// frames that lie back to back in one pack (a checkpoint's new chunks are
+/// written that way) are read with one vectored read per
+/// [`FRAMES_PER_READ`], each payload straight into its slice: a 6 MB
+/// object of 16 KiB chunks takes 2 system calls instead of ~400 and no
+/// copy. Anything else is read frame by frame.
 fn decode_parts(
     readers: &PackReaders,
-    parts: &mut [(usize, &Part<'_>, &mut [u8])],
+    slots: &mut [Slot<'_, '_>],
     total: usize,
 ) -> std::result::Result<(), (usize, ChunkFailure)> {
     let mut dec: Option<zstd::bulk::Decompressor<'static>> = None;
     let mut buf = Vec::new();
-    for (i, p, out) in parts.iter_mut() {
-        decode_one(readers, p, out, &mut buf, &mut dec).map_err(|f| {
-            let f = match f {
-                ChunkFailure::Damaged(d) => ChunkFailure::Damaged(format!(
-                    "chunk {} of {total} (blake3 {}…): {d}",
-                    *i,
-                    hex(&p.chunk.hash)
-                )),
-                io => io,
-            };
-            (*i, f)
-        })?;
+    let mut heads: Vec<[u8; PAYLOAD_AT]> = Vec::new();
+    let mut crcs: Vec<[u8; 4]> = Vec::new();
+    let mut i = 0;
+    while i < slots.len() {
+        let n = raw_run(&slots[i..]);
+        if n >= 2 {
+            let group = &mut slots[i..i + n];
+            if read_raw_run(readers, group, &mut heads, &mut crcs) {
+                for (k, (j, p, out)) in group.iter_mut().enumerate() {
+                    // `raw_run` only takes parts with a location.
+                    let Ok(loc) = p.loc else { continue };
+                    match check_frame_parts(
+                        &heads[k],
+                        out,
+                        &crcs[k],
+                        &p.chunk.hash,
+                        p.chunk.raw_len,
+                    ) {
+                        Ok(Codec::Raw) => {}
+                        // A compressed frame exactly as long as a raw one.
+                        Ok(Codec::Zstd) => decode_one(readers, p, out, &mut buf, &mut dec)
+                            .map_err(|f| named(*j, p, total, f))?,
+                        Err(d) => {
+                            return Err(named(
+                                *j,
+                                p,
+                                total,
+                                ChunkFailure::Damaged(format!("{}: {d}", at(loc))),
+                            ))
+                        }
+                    }
+                }
+                i += n;
+                continue;
+            }
+            // Not readable in one go: frame by frame names the one at fault.
+        }
+        let (j, p, out) = &mut slots[i];
+        decode_one(readers, p, out, &mut buf, &mut dec).map_err(|f| named(*j, p, total, f))?;
+        i += 1;
     }
     Ok(())
+}
+
+/// How many slots from the first lie back to back in one pack with frames
+/// sized as raw frames (payload as long as the chunk), at most
+/// [`FRAMES_PER_READ`].
+fn raw_run(slots: &[Slot<'_, '_>]) -> usize {
+    let mut n = 0;
+    let mut next: Option<(u32, u64)> = None;
+    for (_, p, out) in slots.iter().take(FRAMES_PER_READ) {
+        let Ok(loc) = p.loc else { break };
+        if loc.frame_len as usize != out.len() + FRAME_OVERHEAD
+            || next.is_some_and(|(pack, off)| loc.pack != pack || loc.offset != off)
+        {
+            break;
+        }
+        next = Some((loc.pack, loc.offset + u64::from(loc.frame_len)));
+        n += 1;
+    }
+    n
+}
+
+/// Reads a [`raw_run`] of frames with one vectored read: headers into
+/// `heads`, payloads into their slots, checksums into `crcs`. False when
+/// that failed in any way (the caller reads frame by frame).
+fn read_raw_run(
+    readers: &PackReaders,
+    group: &mut [Slot<'_, '_>],
+    heads: &mut Vec<[u8; PAYLOAD_AT]>,
+    crcs: &mut Vec<[u8; 4]>,
+) -> bool {
+    let Some(Ok(first)) = group.first().map(|(_, p, _)| p.loc) else {
+        return false;
+    };
+    heads.clear();
+    heads.resize(group.len(), [0; PAYLOAD_AT]);
+    crcs.clear();
+    crcs.resize(group.len(), [0; 4]);
+    let mut outs: Vec<&mut [u8]> = group.iter_mut().map(|(_, _, o)| &mut **o).collect();
+    readers
+        .read_frames(first.pack, first.offset, heads, &mut outs, crcs)
+        .unwrap_or(false)
 }
 
 fn decode_one(
@@ -403,10 +622,9 @@ fn decode_one(
 ) -> std::result::Result<(), ChunkFailure> {
     let c = p.chunk;
     let loc = p.loc.map_err(|d| ChunkFailure::Damaged(d.into()))?;
-    let at = format!("pack {:010} at byte {}", loc.pack, loc.offset);
     readers.read(loc, buf).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof => {
-            ChunkFailure::Damaged(format!("{at}: {e}"))
+            ChunkFailure::Damaged(format!("{}: {e}", at(loc)))
         }
         _ => ChunkFailure::Io(Error::Io {
             path: super::pack::pack_path(readers.dir(), loc.pack),
@@ -414,12 +632,13 @@ fn decode_one(
         }),
     })?;
     let (codec, payload) = open_frame(buf, &c.hash, c.raw_len)
-        .map_err(|d| ChunkFailure::Damaged(format!("{at}: {d}")))?;
+        .map_err(|d| ChunkFailure::Damaged(format!("{}: {d}", at(loc))))?;
     match codec {
         Codec::Raw if payload.len() == out.len() => out.copy_from_slice(payload),
         Codec::Raw => {
             return Err(ChunkFailure::Damaged(format!(
-                "{at}: raw payload of wrong length"
+                "{}: raw payload of wrong length",
+                at(loc)
             )))
         }
         Codec::Zstd => {
@@ -432,10 +651,11 @@ fn decode_one(
             };
             let n = d
                 .decompress_to_buffer(payload, &mut *out)
-                .map_err(|e| ChunkFailure::Damaged(format!("{at}: zstd: {e}")))?;
+                .map_err(|e| ChunkFailure::Damaged(format!("{}: zstd: {e}", at(loc))))?;
             if n != out.len() {
                 return Err(ChunkFailure::Damaged(format!(
-                    "{at}: decompressed to {n} bytes, not {}",
+                    "{}: decompressed to {n} bytes, not {}",
+                    at(loc),
                     out.len()
                 )));
             }

@@ -71,7 +71,7 @@ mod table;
 mod writer;
 
 pub use chunker::Chunking;
-pub use load::{load_recipe, load_recipe_into, Recipe, RecipeChunk};
+pub use load::{load_recipe, load_recipe_into, load_recipe_to, Recipe, RecipeChunk};
 pub use table::{
     checkpoints_batch, checkpoints_schema, checkpoints_table, list_runs, CheckpointsTable,
 };

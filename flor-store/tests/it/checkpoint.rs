@@ -733,7 +733,12 @@ fn a_reused_buffer_reads_the_same_bytes() {
     let r = s.recipe(&key, "w").unwrap();
     // A buffer of the same size full of other bytes, a larger one, a
     // smaller one and none: each comes back holding exactly the object.
-    for buf in [vec![0xAB; data.len()], vec![7; data.len() * 2], vec![1; 10], Vec::new()] {
+    for buf in [
+        vec![0xAB; data.len()],
+        vec![7; data.len() * 2],
+        vec![1; 10],
+        Vec::new(),
+    ] {
         let out = load_recipe_into(&r, 2, buf).unwrap();
         assert_eq!(out.len(), data.len());
         assert!(out == data);
@@ -744,5 +749,77 @@ fn a_reused_buffer_reads_the_same_bytes() {
     let out = load_recipe_into(&r, 1, buf).unwrap();
     assert_eq!(out.as_ptr(), ptr);
     assert!(out == data);
+    s.close().unwrap();
+}
+
+#[test]
+fn load_to_writes_the_rest_straight_into_the_destination() {
+    use flor_store::checkpoint::load_recipe_to;
+    let dir = tempfile::tempdir().unwrap();
+    let key = at(&[("epoch", 1)]);
+    // A header, 5 MiB of incompressible bytes (raw frames, read with
+    // vectored reads on several threads), then compressible ones (zstd).
+    let mut data = bytes(31, 100, false);
+    data.extend(bytes(32, 5 << 20, true));
+    data.extend(bytes(33, 200_000, false));
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    s.save(&key, "w", &data).unwrap();
+    let r = s.recipe(&key, "w").unwrap();
+    // Prefixes inside the first chunk, spanning several chunks, and none.
+    for (p, threads) in [(100, 1), (100, 4), (40_000, 2), (0, 2)] {
+        let mut dest = vec![0xAA; data.len() - p];
+        assert!(
+            load_recipe_to(&r, threads, &data[..p], &mut dest).unwrap(),
+            "prefix {p}"
+        );
+        assert!(
+            dest == data[p..],
+            "prefix {p}, {threads} threads: wrong bytes"
+        );
+    }
+    // Another header or another size: not loaded, the destination untouched.
+    let mut other = data[..100].to_vec();
+    other[50] ^= 1;
+    let mut dest = vec![0xAA; data.len() - 100];
+    assert!(!load_recipe_to(&r, 2, &other, &mut dest).unwrap());
+    assert!(dest.iter().all(|b| *b == 0xAA));
+    let mut short = vec![0xAA; data.len() - 101];
+    assert!(!load_recipe_to(&r, 2, &data[..100], &mut short).unwrap());
+    assert!(short.iter().all(|b| *b == 0xAA));
+    // A frame forged with a valid checksum: the whole-object hash over
+    // prefix and destination catches it and names the chunk.
+    let c = r.chunks[5].clone();
+    let pack = r.packs.join(format!("{:010}.pack", c.pack));
+    let original = std::fs::read(&pack).unwrap();
+    let mut forged = original.clone();
+    let (start, end) = (c.offset as usize, c.offset as usize + c.frame_len as usize);
+    forged[end - 10] ^= 0x01;
+    let crc = crc32fast::hash(&forged[start + 4..end - 4]);
+    forged[end - 4..end].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&pack, &forged).unwrap();
+    match load_recipe_to(&r, 2, &data[..100], &mut dest) {
+        Err(Error::CheckpointDamaged { detail, .. }) => assert!(
+            detail.starts_with(&format!("chunk 5 of {} (blake3 ", r.chunks.len()))
+                && detail.ends_with("content does not match its hash"),
+            "{detail}"
+        ),
+        other => panic!("expected CheckpointDamaged, got {other:?}"),
+    }
+    // A flipped byte fails its frame's checksum, named by pack and offset.
+    let mut flipped = original.clone();
+    flipped[end - 10] ^= 0x01;
+    std::fs::write(&pack, &flipped).unwrap();
+    match load_recipe_to(&r, 1, &data[..100], &mut dest) {
+        Err(Error::CheckpointDamaged { detail, .. }) => assert!(
+            detail.starts_with("chunk 5 of ")
+                && detail.contains(&format!("at byte {}", c.offset))
+                && detail.ends_with("frame checksum mismatch"),
+            "{detail}"
+        ),
+        other => panic!("expected CheckpointDamaged, got {other:?}"),
+    }
+    std::fs::write(&pack, &original).unwrap();
+    assert!(load_recipe_to(&r, 2, &data[..100], &mut dest).unwrap());
+    assert!(dest == data[100..]);
     s.close().unwrap();
 }
