@@ -327,8 +327,10 @@ pub fn plan(req: &Request) -> Result<Plan, Error> {
         };
         todo.push((i, key, run_id, commit_id));
     }
-    // Propagation, git reads and checkpoint listings of the runs, in parallel.
-    let planned = parallel_map(&todo, |(_, key, _, commit_id)| plan_run(&root, &filename, &new_src, &targets, *key, commit_id, &out.stores));
+    // Propagation and git reads (once per version) and checkpoint listings
+    // of the runs, in parallel.
+    let versions = VersionPlans::default();
+    let planned = parallel_map(&todo, |(_, key, _, commit_id)| plan_run(&root, &filename, &new_src, &targets, *key, commit_id, &versions, &out.stores));
     for ((i, key, run_id, commit_id), result) in todo.into_iter().zip(planned) {
         match result {
             Ok(mut rp) => {
@@ -532,7 +534,40 @@ impl Values {
     }
 }
 
-fn plan_run(root: &Path, filename: &str, new_src: &str, targets: &[Target], key: RunKey, commit_id: &str, stores: &CheckpointDbs) -> Result<RunPlan, String> {
+/// What planning learns from one version of the script, the same for every
+/// run of that version (a sweep has many runs of one version): where the
+/// statements land and what the position analysis says.
+#[derive(Clone)]
+struct VersionPlan {
+    analysis: Analysis,
+    lines: Vec<usize>,
+    renamed: Vec<(String, String)>,
+}
+
+/// Per commit id, its [`VersionPlan`] (or why it has none), computed once:
+/// the runs of one version share it, whichever planning thread asks first
+/// computes it and the others wait for it.
+#[derive(Default)]
+struct VersionPlans {
+    done: Mutex<HashMap<String, Arc<VersionCell>>>,
+}
+
+/// A version's plan, computed at most once.
+type VersionCell = OnceLock<Result<VersionPlan, String>>;
+
+impl VersionPlans {
+    fn get(&self, root: &Path, filename: &str, new_src: &str, targets: &[Target], commit_id: &str) -> Result<VersionPlan, String> {
+        let cell = match self.done.lock() {
+            Ok(mut done) => done.entry(commit_id.to_owned()).or_default().clone(),
+            Err(_) => return plan_version(root, filename, new_src, targets, commit_id),
+        };
+        cell.get_or_init(|| plan_version(root, filename, new_src, targets, commit_id)).clone()
+    }
+}
+
+/// Reads `filename` at `commit_id`, places the statements in it and
+/// analyses where they sit.
+fn plan_version(root: &Path, filename: &str, new_src: &str, targets: &[Target], commit_id: &str) -> Result<VersionPlan, String> {
     let short = &commit_id[..commit_id.len().min(12)];
     let old = flor_store::versions::read_file(root, commit_id, filename).map_err(|e| e.to_string())?;
     let old = String::from_utf8(old).map_err(|_| format!("{filename} in version {short} is not UTF-8"))?;
@@ -549,6 +584,21 @@ fn plan_run(root: &Path, filename: &str, new_src: &str, targets: &[Target], key:
         }
     }
     let analysis = position::analyse(&p.text, &lines).map_err(|e| format!("version {short}: {e}"))?;
+    Ok(VersionPlan { analysis, lines, renamed })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_run(
+    root: &Path,
+    filename: &str,
+    new_src: &str,
+    targets: &[Target],
+    key: RunKey,
+    commit_id: &str,
+    versions: &VersionPlans,
+    stores: &CheckpointDbs,
+) -> Result<RunPlan, String> {
+    let VersionPlan { analysis, lines, renamed } = versions.get(root, filename, new_src, targets, commit_id)?;
     let checkpoints = stores.get(root, key).map(|c| c.iterations(analysis.outer_loop.as_deref())).unwrap_or_default();
     Ok(RunPlan {
         key,
