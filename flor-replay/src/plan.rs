@@ -108,6 +108,12 @@ pub struct Plan {
     /// The runs' checkpoint databases, opened by the planner and kept open
     /// until the plan is dropped (the coordinator reads them while workers run).
     pub stores: Arc<CheckpointDbs>,
+    /// Where planning took its time, wall seconds per phase in order:
+    /// `open` (the store and query context), `queries` (runs, recorded
+    /// values, versions, loop timings), `versions and checkpoints` (each
+    /// version read from git and propagated, each run's checkpoint
+    /// database opened and listed, in parallel). For `flor replay --timings`.
+    pub timings: Vec<(&'static str, f64)>,
 }
 
 /// The checkpoint databases of the runs in a plan, each opened once by
@@ -228,9 +234,16 @@ pub fn plan(req: &Request) -> Result<Plan, Error> {
     if req.names.is_empty() {
         return Err(Error::Input("name at least one value to replay".into()));
     }
+    let mut phase = std::time::Instant::now();
+    let mut timings = Vec::new();
+    let mut lap = |name: &'static str| {
+        timings.push((name, phase.elapsed().as_secs_f64()));
+        phase = std::time::Instant::now();
+    };
     let ctx = FlorContext::open(&req.project)?;
     let store = flor_store::store::Store::open(&req.project)?;
     let root = store.root().to_path_buf();
+    lap("open");
     let runs = ctx.sql("SELECT tstamp, run_id, filename, args, setup_s, teardown_s, status FROM runs ORDER BY tstamp, run_id")?;
     let run_files = strings(&runs, "filename")?;
     let mut recorded: Vec<String> = run_files.iter().flatten().cloned().collect();
@@ -288,9 +301,11 @@ pub fn plan(req: &Request) -> Result<Plan, Error> {
         unplannable: Vec::new(),
         up_to_date: 0,
         stores: Arc::new(CheckpointDbs::default()),
+        timings: Vec::new(),
     };
     // Ancestry of the loop frames that hold values, for the runs that have some.
     let frames = have.frames(&ctx)?;
+    lap("queries");
     // The runs of the script to consider, oldest first: (row, key, run id, commit).
     let mut todo: Vec<(usize, RunKey, String, String)> = Vec::new();
     let mut seen = HashSet::new();
@@ -331,6 +346,7 @@ pub fn plan(req: &Request) -> Result<Plan, Error> {
     // of the runs, in parallel.
     let versions = VersionPlans::default();
     let planned = parallel_map(&todo, |(_, key, _, commit_id)| plan_run(&root, &filename, &new_src, &targets, *key, commit_id, &versions, &out.stores));
+    lap("versions and checkpoints");
     for ((i, key, run_id, commit_id), result) in todo.into_iter().zip(planned) {
         match result {
             Ok(mut rp) => {
@@ -371,6 +387,7 @@ pub fn plan(req: &Request) -> Result<Plan, Error> {
             Err(reason) => out.unplannable.push(Unplannable { key, commit_id: Some(commit_id), reason }),
         }
     }
+    out.timings = timings;
     Ok(out)
 }
 

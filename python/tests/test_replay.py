@@ -212,7 +212,7 @@ def test_a_partial_replay_is_resumed_per_iteration(project, tmp_path):
     p = run(root, "-m", "flordb", "replay", "w_norm", "--yes", "--workers", "2", "--timings")
     assert "1 run(s) to replay, 2 already have them" in p.stdout, p.stdout
     assert "[3, 4, 5]" in p.stdout, p.stdout
-    assert "Timings: planning" in p.stdout, p.stdout
+    assert "Timings: planning" in p.stdout and "versions and checkpoints" in p.stdout, p.stdout
     assert repo_state(root) == before
     got = by_run(root, "w_norm")
     assert sorted(len(v) for v in got.values()) == [6, 6, 6], got

@@ -105,8 +105,9 @@ fn print_plan(p: &Plan, workers: usize) {
 
 /// `--timings`: the planner's time, then per unit, from the worker's
 /// `FLOR-REPLAY-TIMES` line, seconds since the coordinator started it.
-fn print_timings(plan_s: f64, report: &execute::Report) {
-    println!("Timings: planning {plan_s:.3} s (this process: open the store, queries, propagation, checkpoint listings); units {:.3} s wall.", report.seconds);
+fn print_timings(plan_s: f64, phases: &[(&'static str, f64)], report: &execute::Report) {
+    let phases: Vec<String> = phases.iter().map(|(name, s)| format!("{name} {s:.3}")).collect();
+    println!("Timings: planning {plan_s:.3} s (this process: {}); units {:.3} s wall.", phases.join(", "), report.seconds);
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(vec!["unit", "started", "prepare", "start-up", "restores", "loop", "seal", "exit", "total"]);
@@ -221,7 +222,7 @@ pub fn run(project: &Path, a: ReplayArgs) -> Result<(), String> {
         println!("FAILED {} (exit {}):\n{}", u.label, o.exit_code.map_or("by signal".into(), |c| c.to_string()), o.stderr_tail);
     }
     if a.timings {
-        print_timings(plan_s, &report);
+        print_timings(plan_s, &p.timings, &report);
     }
     if failed.is_empty() {
         Ok(())
