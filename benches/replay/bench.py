@@ -163,18 +163,18 @@ def main():
     print("| --- | ---: | ---: |")
     print(f"| full re-run of today's script (1 run, no checkpoints) | {res['full']:.2f} | {res['full']:.2f} |")
     print(f"| recording with FLOR_CKPT=every (mean of {RUNS} runs) | {res['record_ckpt']:.2f} | {res['record_ckpt']:.2f} |")
-    print(f"| flordb replay w_norm --workers 1 ({RUNS} runs, median of {REPEATS}) | {res['rep1']:.2f} | {per1:.2f} |")
-    print(f"| flordb replay w_norm --workers 2 ({RUNS} runs, median of {REPEATS}) | {res['rep2']:.2f} | {per2:.2f} |")
+    print(f"| flordb replay w_norm --workers 1 ({RUNS} runs, median of {REPEATS}) | {res['rep1']:.3f} | {per1:.3f} |")
+    print(f"| flordb replay w_norm --workers 2 ({RUNS} runs, median of {REPEATS}) | {res['rep2']:.3f} | {per2:.3f} |")
     if res["peer_record"] is not None:
         print(f"| FlorDB 4.0.1 recording (mean of {RUNS} runs) | {res['peer_record']:.2f} | {res['peer_record']:.2f} |")
     if res["peer_replay"] is not None:
         print(f"| FlorDB 4.0.1 replay --apply w_norm ({RUNS} runs) | {res['peer_replay']:.2f} | {res['peer_replay'] / RUNS:.2f} |")
     print()
     print(f"full re-run / replay per run (1 worker): {res['full'] / per1:.1f}x  (target >= 20x)")
-    print(f"replay 1 worker / 2 workers (same {RUNS} runs, medians): {res['rep1'] / res['rep2']:.2f}x  (target >= 1.8x)")
+    print(f"replay 1 worker / 2 workers (same {RUNS} runs, medians): {res['rep1'] / res['rep2']:.3f}x  (target >= 1.8x)")
     print("  per round (1 worker s / 2 workers s = ratio): "
-          + ", ".join(f"{x:.2f}/{y:.2f} = {r:.2f}x" for x, y, r in zip(samples["1"], samples["2"], ratios))
-          + f"; median of the rounds' ratios {statistics.median(ratios):.2f}x")
+          + ", ".join(f"{x:.3f}/{y:.3f} = {r:.3f}x" for x, y, r in zip(samples["1"], samples["2"], ratios))
+          + f"; median of the rounds' ratios {statistics.median(ratios):.3f}x")
     # What bounds 2 workers: on C cores a command using X CPU seconds takes
     # at least X / C wall seconds, so 1 worker / 2 workers <= rep1 / (cpu2 / C).
     cores = os.cpu_count() or 1
