@@ -464,7 +464,10 @@ enum FlorStatus flor_open_replay(const char *root,
 // verifying every frame's CRC-32 and the whole object's blake3, without
 // opening the run's checkpoint database (the coordinator holds it). A
 // large object is decoded on up to `threads` threads (0: one per core).
-// `out` receives the bytes (release with `flor_buffer_free`).
+// `out` receives the bytes (release with `flor_buffer_free`). The file is
+// parsed once per process while it stays the same file (path, device,
+// inode, size, change time), since a worker loads every object of its
+// unit from it.
 //
 // Errors: `FLOR_STATUS_IO` when the recipe file or a pack cannot be read,
 // `FLOR_STATUS_CORRUPT` for a recipe file that does not parse,
@@ -495,7 +498,8 @@ enum FlorStatus flor_checkpoint_load_recipe(const char *path,
 // # Safety
 // `path` must be NUL-terminated; `prefix` points to `prefix_len` bytes and
 // `dest` to `dest_len` writable bytes that nothing else reads or writes
-// during the call; `loaded` must be writable.
+// during the call and that do not overlap `prefix`; `loaded` must be
+// writable.
 enum FlorStatus flor_checkpoint_load_recipe_to(const char *path,
                                                size_t index,
                                                size_t threads,

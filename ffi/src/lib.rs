@@ -13,7 +13,9 @@
 //! - Every fallible function returns a [`FlorStatus`]; codes are never
 //!   reused. On failure, [`flor_last_error`] gives a message on the calling
 //!   thread, and no output argument was written. Outputs are written only
-//!   on success.
+//!   on success; the one exception is the caller's memory that
+//!   `flor_checkpoint_load_recipe_to` restores into, which an error may
+//!   leave partly written (its docs say so).
 //! - Every entry point catches Rust panics and reports `FLOR_STATUS_PANIC`.
 //! - Strings in are `(pointer, length)` UTF-8 (NUL bytes allowed) except
 //!   paths and argv, which are NUL-terminated. Strings and bytes out are a

@@ -63,7 +63,10 @@ pub unsafe extern "C" fn flor_open_replay(
 /// verifying every frame's CRC-32 and the whole object's blake3, without
 /// opening the run's checkpoint database (the coordinator holds it). A
 /// large object is decoded on up to `threads` threads (0: one per core).
-/// `out` receives the bytes (release with `flor_buffer_free`).
+/// `out` receives the bytes (release with `flor_buffer_free`). The file is
+/// parsed once per process while it stays the same file (path, device,
+/// inode, size, change time), since a worker loads every object of its
+/// unit from it.
 ///
 /// Errors: `FLOR_STATUS_IO` when the recipe file or a pack cannot be read,
 /// `FLOR_STATUS_CORRUPT` for a recipe file that does not parse,
@@ -103,7 +106,8 @@ pub unsafe extern "C" fn flor_checkpoint_load_recipe(path: *const c_char, index:
 /// # Safety
 /// `path` must be NUL-terminated; `prefix` points to `prefix_len` bytes and
 /// `dest` to `dest_len` writable bytes that nothing else reads or writes
-/// during the call; `loaded` must be writable.
+/// during the call and that do not overlap `prefix`; `loaded` must be
+/// writable.
 #[no_mangle]
 pub unsafe extern "C" fn flor_checkpoint_load_recipe_to(
     path: *const c_char,
@@ -146,29 +150,46 @@ fn recipe_at<'a>(recipes: &'a [flordb::store::checkpoint::Recipe], path: &str, i
     })
 }
 
-/// The recipe file this process read last, with its length and
-/// modification time when read: a worker restores every object of its
-/// unit from one file, so it is parsed once, not once per object.
-type CachedRecipes = (String, u64, Option<std::time::SystemTime>, Arc<Vec<flordb::store::checkpoint::Recipe>>);
-static RECIPES: Mutex<Option<CachedRecipes>> = Mutex::new(None);
+/// What identifies one version of a recipe file: its path, and (on Unix)
+/// its device, inode, length and change time in nanoseconds.
+type RecipeFileId = (String, [u64; 4], i64);
 
-/// The recipes in the recipe file at `path`, parsed again only when the
-/// path, length or modification time differ from the last file read.
+/// The recipe file this process read last: a worker restores every object
+/// of its unit from one file, so it is parsed once, not once per object.
+static RECIPES: Mutex<Option<(RecipeFileId, Arc<Vec<flordb::store::checkpoint::Recipe>>)>> = Mutex::new(None);
+
+/// The identity of the file at `path` now, or `None` where it cannot be
+/// told (then the file is parsed on every call).
+fn recipe_file_id(path: &str) -> Option<RecipeFileId> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some((path.to_owned(), [m.dev(), m.ino(), m.len(), m.ctime_nsec() as u64], m.ctime()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// The recipes in the recipe file at `path`. The replay coordinator writes
+/// each file once, before its worker starts; a file replaced or rewritten
+/// since (another inode, size or change time) is parsed again.
 fn read_recipes(path: &str) -> Result<Arc<Vec<flordb::store::checkpoint::Recipe>>, FfiError> {
-    let io = |e: std::io::Error| FfiError::new(FlorStatus::Io, format!("cannot read the checkpoint recipe file {path}: {e}"));
-    let meta = std::fs::metadata(path).map_err(io)?;
-    let (len, modified) = (meta.len(), meta.modified().ok());
+    let id = recipe_file_id(path);
     let mut cached = RECIPES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((p, l, m, r)) = cached.as_ref() {
-        if p == path && *l == len && *m == modified && modified.is_some() {
+    if let (Some(id), Some((seen, r))) = (&id, cached.as_ref()) {
+        if id == seen {
             return Ok(r.clone());
         }
     }
-    let text = std::fs::read(path).map_err(io)?;
+    let text = std::fs::read(path).map_err(|e| FfiError::new(FlorStatus::Io, format!("cannot read the checkpoint recipe file {path}: {e}")))?;
     let recipes: Vec<flordb::store::checkpoint::Recipe> =
         serde_json::from_slice(&text).map_err(|e| FfiError::new(FlorStatus::Corrupt, format!("checkpoint recipe file {path} does not parse: {e}")))?;
     let recipes = Arc::new(recipes);
-    *cached = Some((path.to_owned(), len, modified, recipes.clone()));
+    *cached = id.map(|id| (id, recipes.clone()));
     Ok(recipes)
 }
 
@@ -361,8 +382,82 @@ pub unsafe extern "C" fn flor_cli_main(argv: *const *const c_char, argc: usize) 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::Pool;
+    use crate::status::FlorStatus;
+    use flordb::store::checkpoint::CheckpointStore;
+    use std::ffi::CString;
+
+    /// Restores through the C ABI straight into caller memory, from a
+    /// recipe file written the way the coordinator writes one.
+    #[test]
+    fn load_recipe_to_fills_the_callers_memory_and_rereads_a_replaced_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = "1700000000000000-00000000000000ab";
+        let store = CheckpointStore::open(dir.path(), run).unwrap();
+        let at = [("epoch".to_string(), 0i64)];
+        // A kind byte and header, then 3 MB of pseudo-random bytes (raw frames).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut data = b"Nheader:".to_vec();
+        data.extend((0..3_000_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        }));
+        store.save(&at, "w", &data).unwrap();
+        store.save(&at, "b", b"Nheader:tiny").unwrap();
+        store.flush().unwrap();
+        let path = dir.path().join("recipes-0.json");
+        let write = |objects: &[&str]| {
+            let recipes: Vec<_> = objects.iter().map(|o| store.recipe(&at, o).unwrap()).collect();
+            // A new file renamed over the old one, as a rewrite would be.
+            let tmp = dir.path().join("recipes.tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&recipes).unwrap()).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        };
+        write(&["w", "b"]);
+        let cpath = CString::new(path.to_str().unwrap()).unwrap();
+        let load_to = |index: usize, prefix: &[u8], dest: &mut [u8]| {
+            let mut loaded = false;
+            // SAFETY: valid pointers and lengths, `dest` not aliased.
+            let st = unsafe {
+                super::flor_checkpoint_load_recipe_to(
+                    cpath.as_ptr(),
+                    index,
+                    1,
+                    prefix.as_ptr(),
+                    prefix.len(),
+                    dest.as_mut_ptr(),
+                    dest.len(),
+                    &mut loaded,
+                )
+            };
+            (st, loaded)
+        };
+        let mut dest = vec![0u8; data.len() - 8];
+        assert_eq!(load_to(0, b"Nheader:", &mut dest), (FlorStatus::Ok, true));
+        assert!(dest == data[8..]);
+        // Another header or size: not loaded, memory untouched.
+        let mut other = vec![7u8; data.len() - 8];
+        assert_eq!(load_to(0, b"Nheader!", &mut other), (FlorStatus::Ok, false));
+        assert!(other.iter().all(|b| *b == 7));
+        let mut short = vec![7u8; 3];
+        assert_eq!(load_to(1, b"Nheader:", &mut short), (FlorStatus::Ok, false));
+        assert_eq!(short, [7, 7, 7]);
+        let mut tiny = [0u8; 4];
+        assert_eq!(load_to(1, b"Nheader:", &mut tiny), (FlorStatus::Ok, true));
+        assert_eq!(&tiny, b"tiny");
+        assert_eq!(load_to(2, b"Nheader:", &mut tiny).0, FlorStatus::InvalidArgument);
+        // The file replaced by one listing the objects the other way round:
+        // read again, not served from the parsed copy.
+        write(&["b", "w"]);
+        assert_eq!(load_to(0, b"Nheader:", &mut tiny), (FlorStatus::Ok, true));
+        assert_eq!(load_to(1, b"Nheader:", &mut dest), (FlorStatus::Ok, true));
+        assert!(dest == data[8..]);
+        store.close().unwrap();
+    }
 
     #[test]
     fn the_pool_reuses_exact_sizes_and_keeps_only_what_a_later_read_needs() {

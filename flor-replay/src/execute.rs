@@ -12,8 +12,9 @@
 //! gives each unit one recipe file (`recipes-<k>.json`: a JSON array with,
 //! for every object the unit restores, where each of its chunks lies in the
 //! run's pack files), and each worker reads and verifies the bytes from the
-//! packs itself (`flor_prefetch_start`, `flor_checkpoint_load_recipe`), in
-//! parallel with the other workers. One file per unit, not one per object:
+//! packs itself (`flor_prefetch_start` with a core to spare,
+//! `flor_checkpoint_load_recipe_to` straight into a numpy array's memory,
+//! `flor_checkpoint_load_recipe`), in parallel with the other workers. One file per unit, not one per object:
 //! creating files is the costly part of preparing a unit on a busy ext4
 //! directory (a unit restoring 9 checkpoints of 6 objects made 54 files and
 //! 9 directories).

@@ -26,15 +26,21 @@ coordinator, which writes one recipe file per unit (for each object
 restored, where its chunks lie in the run's pack files); this worker reads
 and verifies the bytes from the packs itself, in one of two ways:
 
-* when a core is spare (``decode_threads`` in the spec is 2 or more: fewer
-  workers than cores), on a native thread that reads one restore ahead
-  from the moment this module is imported (``flor_prefetch_start``), so the
-  reading overlaps the script's start-up and its iterations;
-* otherwise (every core runs a worker, the default) when the object is
-  restored: a numpy array straight into its own memory
+* when a core is spare for each worker (``decode_threads`` in the spec,
+  the cores divided by the workers running at once, is 2 or more: at most
+  half as many workers as cores), on a native thread that reads one
+  restore ahead from the moment this module is imported
+  (``flor_prefetch_start``), so the reading overlaps the script's start-up
+  and its iterations;
+* otherwise (more workers than that; the default is one per core) when
+  the object is restored: a numpy array straight into its own memory
   (``flor_checkpoint_load_recipe_to``: no buffer of the model's size, no
-  copy; that thread would only take CPU from the other workers), anything
-  else through a buffer (``flor_checkpoint_load_recipe``).
+  copy; a reading thread would only take CPU from the other workers),
+  anything else through a buffer (``flor_checkpoint_load_recipe``).
+
+``FLOR_REPLAY_PREFETCH=1`` forces the first way and ``=0`` the second
+(for example to keep a large model's worker from holding a second copy of
+it while it reads ahead).
 
 At exit the worker prints its phase times (``FLOR-REPLAY-TIMES {json}``)
 for ``flor replay --timings``.
@@ -197,8 +203,10 @@ def _start_prefetch():
     """Starts reading the checkpoints to restore on a native thread, one
     restore ahead, while the script starts up and runs its iterations."""
     global _prefetch
-    if int(SPEC.get("decode_threads") or 0) < 2:
-        return  # no spare core: restores read when needed, in place (see the module docs)
+    forced = os.environ.get("FLOR_REPLAY_PREFETCH", "").strip()
+    _T["restores"] = "in place"
+    if forced == "0" or (forced != "1" and int(SPEC.get("decode_threads") or 0) < 2):
+        return  # no spare core (or told so): restores read when needed, in place (see the module docs)
     order, ahead = _restore_indices()
     if not order or order != list(range(len(order))):
         return  # restores read each checkpoint when needed instead
@@ -207,6 +215,7 @@ def _start_prefetch():
     if st != native.OK:
         return  # as above
     _prefetch = out[0]
+    _T["restores"] = "read ahead"
     _prefetch_queue.extend(order)
     import atexit
 

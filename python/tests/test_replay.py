@@ -139,8 +139,10 @@ def test_outer_body_statement_is_exact_and_leaves_the_repo_alone(project, tmp_pa
     today = with_statement(v2, "for epoch in flor.loop", W_NORM)
     (root / "train.py").write_text(today)
     before = repo_state(root)
-    p = run(root, "-m", "flordb", "replay", "w_norm", "--yes", "--workers", "2")
+    # Numpy arrays restored straight into their memory, whatever the cores.
+    p = run(root, "-m", "flordb", "replay", "w_norm", "--yes", "--workers", "2", "--timings", env={"FLOR_REPLAY_PREFETCH": "0"})
     assert "3 run(s) to replay" in p.stdout, p.stdout
+    assert [r for r in timing_rows(p.stdout) if "in place" in r] == timing_rows(p.stdout) and len(timing_rows(p.stdout)) == 3, p.stdout
     assert "outer body (rest skipped)" in p.stdout, p.stdout
     assert repo_state(root) == before
     got = by_run(root, "w_norm")
@@ -159,7 +161,10 @@ def test_step_statement_for_selected_iterations(project, tmp_path):
     root, v2 = project
     today = with_statement(v2, "grad_W = xb.T", STEP_NORM)
     (root / "train.py").write_text(today)
-    run(root, "-m", "flordb", "replay", "g_norm", "--iterations", "1,4", "--yes")
+    # Checkpoints read ahead on the prefetch thread, whatever the cores.
+    p = run(root, "-m", "flordb", "replay", "g_norm", "--iterations", "1,4", "--yes", "--timings", env={"FLOR_REPLAY_PREFETCH": "1"})
+    rows = timing_rows(p.stdout)
+    assert rows and all("read ahead" in r for r in rows), p.stdout
     rows = [r for r in frame(root, "g_norm") if r.get("g_norm") is not None]
     assert {r["epoch"] for r in rows} == {1, 4}
     newest = max(r["tstamp"] for r in rows)
@@ -242,6 +247,11 @@ def test_checkpoints_every_second_epoch_still_give_exact_values(tmp_path):
     got = {(r["epoch"], None): r["w_norm"] for r in rows}
     assert got == fresh_values(tmp_path, "w_norm", today, RUN_V2, "sparse")
     assert ckpts in ([], [1, 3, 5])
+
+
+def timing_rows(stdout):
+    """The unit rows of ``flor replay --timings``' table."""
+    return [line for line in stdout.splitlines() if line.startswith("│") and "┆ +" in line]
 
 
 def frame_sql(root, sql):

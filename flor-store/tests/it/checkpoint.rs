@@ -818,6 +818,27 @@ fn load_to_writes_the_rest_straight_into_the_destination() {
         ),
         other => panic!("expected CheckpointDamaged, got {other:?}"),
     }
+    // A pack cut short: the frames from the cut on are missing; the first
+    // of them is named (read frame by frame once the vectored read comes
+    // up short).
+    let cut = end - 10;
+    std::fs::write(&pack, &original[..cut]).unwrap();
+    // Compressor threads may store chunks out of order: the earliest chunk
+    // whose frame no longer fits is the one named.
+    let (first_cut, lost) = r
+        .chunks
+        .iter()
+        .enumerate()
+        .find(|(_, k)| k.pack == c.pack && (k.offset + u64::from(k.frame_len)) as usize > cut)
+        .unwrap();
+    match load_recipe_to(&r, 1, &data[..100], &mut dest) {
+        Err(Error::CheckpointDamaged { detail, .. }) => assert!(
+            detail.starts_with(&format!("chunk {first_cut} of "))
+                && detail.contains(&format!("at byte {}", lost.offset)),
+            "{detail}"
+        ),
+        other => panic!("expected CheckpointDamaged, got {other:?}"),
+    }
     std::fs::write(&pack, &original).unwrap();
     assert!(load_recipe_to(&r, 2, &data[..100], &mut dest).unwrap());
     assert!(dest == data[100..]);

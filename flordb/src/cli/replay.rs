@@ -110,7 +110,7 @@ fn print_timings(plan_s: f64, phases: &[(&'static str, f64)], report: &execute::
     println!("Timings: planning {plan_s:.3} s (this process: {}); units {:.3} s wall.", phases.join(", "), report.seconds);
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["unit", "started", "prepare", "start-up", "restores", "loop", "seal", "exit", "total"]);
+    t.set_header(vec!["unit", "started", "prepare", "start-up", "restores", "restored", "loop", "seal", "exit", "total"]);
     let first = report.outcomes.iter().map(|o| o.started_unix).filter(|t| *t > 0.0).fold(f64::INFINITY, f64::min);
     for (u, o) in report.units.iter().zip(&report.outcomes) {
         let times: serde_json::Map<String, serde_json::Value> =
@@ -129,6 +129,7 @@ fn print_timings(plan_s: f64, phases: &[(&'static str, f64)], report: &execute::
             format!("{:.3}", o.prepare_s),
             s(at("loop")),
             s(restore),
+            times.get("restores").and_then(serde_json::Value::as_str).unwrap_or("-").to_owned(),
             s(lp.zip(restore).map(|(l, r)| l - r)),
             s(diff(at("commit"), at("exit"))),
             s(at("exit").map(|e| o.seconds - o.prepare_s - e)),
@@ -136,7 +137,7 @@ fn print_timings(plan_s: f64, phases: &[(&'static str, f64)], report: &execute::
         ]);
     }
     println!("{t}");
-    println!("(seconds; started: process start after the first unit's; start-up: process start to the outer loop; loop: the outer loop less restores; seal: sealing the replayed records; exit: interpreter exit.)");
+    println!("(seconds; started: process start after the first unit's; start-up: process start to the outer loop; restored: read ahead on a thread, or in place when restored; loop: the outer loop less restores; seal: sealing the replayed records; exit: interpreter exit.)");
 }
 
 fn confirm() -> Result<bool, String> {
