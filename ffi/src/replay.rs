@@ -137,8 +137,7 @@ pub unsafe extern "C" fn flor_checkpoint_load_recipe_to(
         }
         let recipes = read_recipes(path)?;
         let recipe = recipe_at(&recipes, path, index)?;
-        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        let ok = flordb::store::checkpoint::load_recipe_to(recipe, threads, prefix, dest)?;
+        let ok = flordb::store::checkpoint::load_recipe_to(recipe, threads_or_cores(threads), prefix, dest)?;
         write_out(loaded, ok, "loaded")
     })
 }
@@ -196,8 +195,16 @@ fn read_recipes(path: &str) -> Result<Arc<Vec<flordb::store::checkpoint::Recipe>
 /// The checkpoint `recipe` describes, decoded on `threads` threads (0: one
 /// per core) into `buf` (reused when large enough).
 fn load_recipe_into(recipe: &flordb::store::checkpoint::Recipe, threads: usize, buf: Vec<u8>) -> Result<Vec<u8>, FfiError> {
-    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-    Ok(flordb::store::checkpoint::load_recipe_into(recipe, threads, buf)?)
+    Ok(flordb::store::checkpoint::load_recipe_into(recipe, threads_or_cores(threads), buf)?)
+}
+
+/// `threads`, or one per core for 0.
+fn threads_or_cores(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
 }
 
 /// Checkpoints read ahead on a background thread, in a fixed order (see

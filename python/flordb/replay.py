@@ -199,19 +199,24 @@ def _restore_indices():
     return [k for g in groups for k in g], max((len(g) for g in groups), default=0)
 
 
+def _decode_threads():
+    """Threads to decode one large checkpoint with (the spec's; 0: one per core)."""
+    return int(SPEC.get("decode_threads") or 0)
+
+
 def _start_prefetch():
     """Starts reading the checkpoints to restore on a native thread, one
     restore ahead, while the script starts up and runs its iterations."""
     global _prefetch
     forced = os.environ.get("FLOR_REPLAY_PREFETCH", "").strip()
     _T["restores"] = "in place"
-    if forced == "0" or (forced != "1" and int(SPEC.get("decode_threads") or 0) < 2):
+    if forced == "0" or (forced != "1" and _decode_threads() < 2):
         return  # no spare core (or told so): restores read when needed, in place (see the module docs)
     order, ahead = _restore_indices()
     if not order or order != list(range(len(order))):
         return  # restores read each checkpoint when needed instead
     out = ffi.new("FlorPrefetch **")
-    st = lib.flor_prefetch_start(os.fsencode(SPEC["recipes"]), int(SPEC.get("decode_threads") or 0), ahead, out)
+    st = lib.flor_prefetch_start(os.fsencode(SPEC["recipes"]), _decode_threads(), ahead, out)
     if st != native.OK:
         return  # as above
     _prefetch = out[0]
@@ -243,7 +248,7 @@ def _restore_one(name, index):
         _prefetch_queue.popleft()
         native.check(lib.flor_prefetch_next(_prefetch, out))
     else:
-        native.check(lib.flor_checkpoint_load_recipe(os.fsencode(SPEC["recipes"]), index, int(SPEC.get("decode_threads") or 0), out))
+        native.check(lib.flor_checkpoint_load_recipe(os.fsencode(SPEC["recipes"]), index, _decode_threads(), out))
     try:
         data = ffi.buffer(out.data, out.len) if out.len else b""
         if name in _checkpoint.RNG_NAMES:
@@ -274,7 +279,7 @@ def _restore_in_place(obj, index):
     dest = ffi.from_buffer("uint8_t[]", obj, require_writable=True)
     native.check(
         lib.flor_checkpoint_load_recipe_to(
-            os.fsencode(SPEC["recipes"]), index, int(SPEC.get("decode_threads") or 0),
+            os.fsencode(SPEC["recipes"]), index, _decode_threads(),
             prefix, len(prefix), dest, obj.nbytes, loaded,
         )
     )

@@ -288,6 +288,16 @@ pub fn load_recipe_to(
     Ok(true)
 }
 
+/// The [`Error::CheckpointDamaged`] of `recipe`'s object with `detail`.
+fn recipe_damaged(recipe: &Recipe) -> impl Fn(String) -> Error + '_ {
+    move |detail| Error::CheckpointDamaged {
+        run: recipe.run.clone(),
+        object: recipe.object.clone(),
+        loop_path: loop_path_text(&recipe.loop_path),
+        detail,
+    }
+}
+
 /// A recipe's hashes and locations, decoded once.
 struct RecipeParts<'r> {
     recipe: &'r Recipe,
@@ -298,12 +308,7 @@ struct RecipeParts<'r> {
 
 impl<'r> RecipeParts<'r> {
     fn parse(recipe: &'r Recipe) -> Result<RecipeParts<'r>> {
-        let damaged = |detail: String| Error::CheckpointDamaged {
-            run: recipe.run.clone(),
-            object: recipe.object.clone(),
-            loop_path: loop_path_text(&recipe.loop_path),
-            detail,
-        };
+        let damaged = recipe_damaged(recipe);
         let hash = unhex(&recipe.hash)
             .ok_or_else(|| damaged("the recipe's object hash is not 64 hex digits".into()))?;
         let mut refs = Vec::with_capacity(recipe.chunks.len());
@@ -345,13 +350,7 @@ impl<'r> RecipeParts<'r> {
     }
 
     fn damaged(&self) -> impl Fn(String) -> Error + 'r {
-        let recipe = self.recipe;
-        move |detail| Error::CheckpointDamaged {
-            run: recipe.run.clone(),
-            object: recipe.object.clone(),
-            loop_path: loop_path_text(&recipe.loop_path),
-            detail,
-        }
+        recipe_damaged(self.recipe)
     }
 }
 
