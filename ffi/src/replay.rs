@@ -383,7 +383,13 @@ pub unsafe extern "C" fn flor_cli_main(argv: *const *const c_char, argc: usize) 
         if args.is_empty() {
             args.push("flor".into());
         }
-        flordb::cli::main_with(args)
+        let code = flordb::cli::main_with(args);
+        // In a library Rust never flushes its stdout at exit; flush it so a
+        // caller that exits at once (`python -m flordb` uses `os._exit`)
+        // loses no partial last line.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        code
     })
     .unwrap_or(70)
 }

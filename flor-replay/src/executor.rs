@@ -65,8 +65,8 @@ pub struct UnitOutcome {
 
 /// What prepares a unit before its process starts (materializing its
 /// version, writing its checkpoint recipes and spec); an error fails the
-/// unit. [`LocalPool`] calls it in unit order from one thread, ahead of the
-/// workers.
+/// unit. [`LocalPool`] calls it from several threads at once (units taken
+/// in order), ahead of the workers.
 pub type Prepare<'a> = dyn Fn(&Unit) -> Result<(), String> + Sync + 'a;
 
 /// Runs units and reports events; a failing unit never stops the others.
@@ -196,10 +196,13 @@ fn run_one(
 }
 
 impl Executor for LocalPool {
-    /// Units are prepared in order on one thread of their own, at most
-    /// `workers` units ahead of the pool, so a unit's preparation (its
-    /// version materialized from git, its recipes and spec) overlaps the run
-    /// of the units before it instead of delaying its own start.
+    /// Units are prepared on threads of their own (one per worker, up to
+    /// the number of cores), taken in unit order and handed to the pool as
+    /// each is ready, at most `workers` units ahead of it. So a unit's
+    /// preparation (its version materialized from git, its recipes and
+    /// spec) overlaps the run of the units before it instead of delaying
+    /// its own start, and N workers get their first units after about one
+    /// preparation, not N of them one after the other.
     fn execute(
         &self,
         units: &[Unit],
@@ -207,19 +210,28 @@ impl Executor for LocalPool {
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Vec<UnitOutcome> {
         let workers = self.workers.max(1).min(units.len().max(1));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (tx, rx) = crossbeam_channel::bounded::<Prepared<'_>>(workers);
+        let next = std::sync::atomic::AtomicUsize::new(0);
         let mut outcomes: Vec<UnitOutcome> = std::thread::scope(|s| {
-            s.spawn(move || {
-                for u in units {
-                    let t = Instant::now();
-                    let r = prepare(u)
-                        .map(|()| t.elapsed().as_secs_f64())
-                        .map_err(|e| (e, t.elapsed().as_secs_f64()));
-                    if tx.send((u, r)).is_err() {
-                        break;
+            for _ in 0..workers.min(cores) {
+                let (tx, next) = (tx.clone(), &next);
+                s.spawn(move || {
+                    while let Some(u) =
+                        units.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        let t = Instant::now();
+                        let r = prepare(u)
+                            .map(|()| t.elapsed().as_secs_f64())
+                            .map_err(|e| (e, t.elapsed().as_secs_f64()));
+                        if tx.send((u, r)).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
+                });
+            }
+            // The pool ends when every preparing thread has sent its last unit.
+            drop(tx);
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     let rx = rx.clone();
@@ -260,11 +272,11 @@ mod tests {
         }
     }
 
-    /// Each unit is prepared once, in order; a failed preparation or a
-    /// failing process fails only its own unit; outcomes come back in unit
-    /// order with the process's exit code and stderr tail.
+    /// Each unit is prepared once; a failed preparation or a failing
+    /// process fails only its own unit; outcomes come back in unit order
+    /// with the process's exit code and stderr tail.
     #[test]
-    fn failures_stay_in_their_unit_and_preparation_runs_once_in_order() {
+    fn failures_stay_in_their_unit_and_preparation_runs_once() {
         let units = vec![
             unit(0, &["sh", "-c", "echo FLOR-REPLAY-PROGRESS 1"]),
             unit(1, &["sh", "-c", "true"]),
@@ -293,10 +305,9 @@ mod tests {
             }
         };
         let out = LocalPool { workers: 2 }.execute(&units, &prepare, &on_event);
-        assert_eq!(
-            prepared.into_inner().unwrap_or_else(|p| p.into_inner()),
-            vec![0, 1, 2, 3]
-        );
+        let mut prepared = prepared.into_inner().unwrap_or_else(|p| p.into_inner());
+        prepared.sort_unstable();
+        assert_eq!(prepared, vec![0, 1, 2, 3]);
         assert_eq!(
             out.iter().map(|o| o.unit).collect::<Vec<_>>(),
             vec![0, 1, 2, 3]
@@ -312,6 +323,41 @@ mod tests {
         assert_eq!(
             progress.into_inner().unwrap_or_else(|p| p.into_inner()),
             vec![(0, 1)]
+        );
+    }
+
+    /// With two workers on two cores, the first two units are prepared at
+    /// the same time: each preparation waits (up to 10 s) for the other to
+    /// begin, which one preparing thread could never satisfy.
+    #[test]
+    fn the_first_units_are_prepared_side_by_side() {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            return; // one core: one preparing thread, by design
+        }
+        let units = vec![
+            unit(0, &["sh", "-c", "true"]),
+            unit(1, &["sh", "-c", "true"]),
+        ];
+        let arrived = (Mutex::new(0usize), std::sync::Condvar::new());
+        let prepare = |_: &Unit| {
+            let (n, cv) = &arrived;
+            let mut n = n.lock().unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            cv.notify_all();
+            let (n, timeout) = cv
+                .wait_timeout_while(n, std::time::Duration::from_secs(10), |n| *n < 2)
+                .unwrap_or_else(|p| p.into_inner());
+            if timeout.timed_out() && *n < 2 {
+                Err("the other unit was not being prepared".to_owned())
+            } else {
+                Ok(())
+            }
+        };
+        let out = LocalPool { workers: 2 }.execute(&units, &prepare, &|_| {});
+        assert!(
+            out.iter().all(|o| o.ok),
+            "{:?}",
+            out.iter().map(|o| &o.stderr_tail).collect::<Vec<_>>()
         );
     }
 }

@@ -568,32 +568,74 @@ struct VersionPlan {
 
 /// Per commit id, its [`VersionPlan`] (or why it has none), computed once:
 /// the runs of one version share it, whichever planning thread asks first
-/// computes it and the others wait for it.
+/// computes it and the others wait for it. Below that, per distinct text of
+/// the script, the placement itself: a sweep commits a new version per run
+/// with the script unchanged, and its text is propagated once, not once per
+/// commit (~2 ms each for a short script).
 #[derive(Default)]
 struct VersionPlans {
     done: Mutex<HashMap<String, Arc<VersionCell>>>,
+    by_text: Mutex<HashMap<String, Arc<TextCell>>>,
 }
 
 /// A version's plan, computed at most once.
 type VersionCell = OnceLock<Result<VersionPlan, String>>;
 
+/// The placement into one text of the script, computed at most once.
+type TextCell = OnceLock<Result<VersionPlan, Failure>>;
+
+/// Why statements cannot be placed into a text, without the version's name
+/// (texts are shared by versions; [`Failure::in_version`] adds it).
+#[derive(Clone)]
+enum Failure {
+    /// Propagation failed.
+    Propagate(String),
+    /// The position analysis failed.
+    Position(String),
+}
+
+impl Failure {
+    /// The message for version `short` (12 hex digits of the commit).
+    fn in_version(&self, short: &str) -> String {
+        match self {
+            // As `propagate::Error::in_version` words it.
+            Failure::Propagate(m) => format!("old version {short}: {m}"),
+            Failure::Position(m) => format!("version {short}: {m}"),
+        }
+    }
+}
+
 impl VersionPlans {
     fn get(&self, root: &Path, filename: &str, new_src: &str, targets: &[Target], commit_id: &str) -> Result<VersionPlan, String> {
         let cell = match self.done.lock() {
             Ok(mut done) => done.entry(commit_id.to_owned()).or_default().clone(),
-            Err(_) => return plan_version(root, filename, new_src, targets, commit_id),
+            Err(_) => return self.plan_version(root, filename, new_src, targets, commit_id),
         };
-        cell.get_or_init(|| plan_version(root, filename, new_src, targets, commit_id)).clone()
+        cell.get_or_init(|| self.plan_version(root, filename, new_src, targets, commit_id)).clone()
+    }
+
+    /// Reads `filename` at `commit_id`, places the statements in it and
+    /// analyses where they sit (once per distinct text).
+    fn plan_version(&self, root: &Path, filename: &str, new_src: &str, targets: &[Target], commit_id: &str) -> Result<VersionPlan, String> {
+        let short = &commit_id[..commit_id.len().min(12)];
+        let old = flor_store::versions::read_file(root, commit_id, filename).map_err(|e| e.to_string())?;
+        let old = String::from_utf8(old).map_err(|_| format!("{filename} in version {short} is not UTF-8"))?;
+        let placed = match self.by_text.lock() {
+            Ok(mut by_text) => {
+                let cell = by_text.entry(old.clone()).or_default().clone();
+                drop(by_text);
+                cell.get_or_init(|| place(new_src, &old, targets)).clone()
+            }
+            Err(_) => place(new_src, &old, targets),
+        };
+        placed.map_err(|f| f.in_version(short))
     }
 }
 
-/// Reads `filename` at `commit_id`, places the statements in it and
-/// analyses where they sit.
-fn plan_version(root: &Path, filename: &str, new_src: &str, targets: &[Target], commit_id: &str) -> Result<VersionPlan, String> {
-    let short = &commit_id[..commit_id.len().min(12)];
-    let old = flor_store::versions::read_file(root, commit_id, filename).map_err(|e| e.to_string())?;
-    let old = String::from_utf8(old).map_err(|_| format!("{filename} in version {short} is not UTF-8"))?;
-    let p = propagate::propagate(new_src, &old, targets).map_err(|e| e.in_version(short).to_string())?;
+/// Places the statements into `old` (one version's text of the script)
+/// and analyses where they sit.
+fn place(new_src: &str, old: &str, targets: &[Target]) -> Result<VersionPlan, Failure> {
+    let p = propagate::propagate(new_src, old, targets).map_err(|e| Failure::Propagate(e.to_string()))?;
     let mut lines = Vec::new();
     let mut renamed = Vec::new();
     for pl in &p.placements {
@@ -605,7 +647,7 @@ fn plan_version(root: &Path, filename: &str, new_src: &str, targets: &[Target], 
             Outcome::AlreadyPresent { old_line } => lines.push(*old_line),
         }
     }
-    let analysis = position::analyse(&p.text, &lines).map_err(|e| format!("version {short}: {e}"))?;
+    let analysis = position::analyse(&p.text, &lines).map_err(|e| Failure::Position(e.to_string()))?;
     Ok(VersionPlan { analysis, lines, renamed })
 }
 
@@ -714,6 +756,7 @@ pub fn schedule(selected: &[i64], checkpoints: &[i64], skip_rest: bool) -> Vec<S
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -729,6 +772,43 @@ mod tests {
         assert_eq!(schedule(&[4], &[1, 3], true), vec![Restore(3), Selected(4)]);
         // No checkpoints: run from the start.
         assert_eq!(schedule(&[2], &[], false), vec![Gap(0), Gap(1), Selected(2)]);
+    }
+
+    /// Commits `files` (path, text) on top of HEAD in `repo`; the commit id.
+    fn commit(repo: &git2::Repository, files: &[(&str, &str)]) -> String {
+        let root = repo.workdir().unwrap().to_path_buf();
+        let mut index = repo.index().unwrap();
+        for (path, text) in files {
+            std::fs::write(root.join(path), text).unwrap();
+            index.add_path(Path::new(path)).unwrap();
+        }
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        repo.commit(Some("HEAD"), &sig, &sig, "v", &tree, &parents).unwrap().to_string()
+    }
+
+    /// A sweep commits one text many times: it is placed once, and each
+    /// version's failure still names that version.
+    #[test]
+    fn a_text_committed_many_times_is_placed_once_and_errors_name_each_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        let old = include_str!("../tests/corpus/19_target_without_counterpart/old.py");
+        let new = include_str!("../tests/corpus/19_target_without_counterpart/new.py");
+        let c1 = commit(&repo, &[("train.py", old)]);
+        let c2 = commit(&repo, &[("notes.txt", "same script, another run")]);
+        let c3 = commit(&repo, &[("train.py", &format!("{old}# edited\n"))]);
+        let targets = vec![Target::Name("val_loss".into())];
+        let plans = VersionPlans::default();
+        for c in [&c1, &c2, &c3, &c1] {
+            let err = plans.get(dir.path(), "train.py", new, &targets, c).err().unwrap();
+            assert!(err.starts_with(&format!("old version {}: cannot place `flor.log(\"val_loss\"", &c[..12])), "{err}");
+        }
+        assert_eq!(plans.by_text.lock().unwrap().len(), 2);
+        assert_eq!(plans.done.lock().unwrap().len(), 3);
     }
 
     fn counts(its: &[(i64, &[(&str, u64)])]) -> BTreeMap<i64, BTreeMap<String, u64>> {

@@ -16,10 +16,10 @@ record starts a run, which is committed at exit (and after each IPython
 cell). Errors raise :class:`FlorError` subclasses (``flordb.errors``).
 """
 
-from . import errors, utils, checkpoints
+import sys as _sys
+
+from . import errors
 from .errors import *  # noqa: F401,F403 - FlorError and its subclasses
-from .api import log, arg, loop, iteration, checkpointing, commit
-from ._query import dataframe, query
 
 __version__ = "0.1.0"
 
@@ -37,16 +37,53 @@ __all__ = [
     "errors",
 ] + [n for n in errors.__all__ if n != "error_for"]
 
-# Replay mode (a worker started by `flor replay`, FLOR_REPLAY set): the same
-# names, with the replay semantics of flordb/replay.py.
-from . import replay as _replay  # noqa: E402
+# The names below come from submodules that pull in json, re, pickle and the
+# session machinery (~25 ms). `import flordb` loads them at once, as before.
+# `python -m flordb …` (the CLI: Python imports this package first, with
+# sys.argv[0] == "-m" until the module is found) needs none of them, so there
+# they load on first use instead (PEP 562 module __getattr__).
+_LAZY = ("log", "arg", "loop", "iteration", "checkpointing", "commit", "dataframe", "query", "utils", "checkpoints")
+
+
+def _load():
+    """Binds the API names: the recording API, or in replay mode (a worker
+    started by `flor replay`, FLOR_REPLAY set) the same names with the
+    replay semantics of flordb/replay.py."""
+    import importlib
+
+    # Not `from . import utils`: that asks this module for the attribute
+    # first, which would call __getattr__ and so _load again.
+    utils, checkpoints, replay = (importlib.import_module(f"{__name__}.{m}") for m in ("utils", "checkpoints", "replay"))
+    from ._query import dataframe, query
+
+    if replay.SPEC is not None:
+        from .replay import log, arg, loop, iteration, checkpointing, commit
+    else:
+        from .api import log, arg, loop, iteration, checkpointing, commit
+    globals().update(
+        _replay=replay, utils=utils, checkpoints=checkpoints, dataframe=dataframe, query=query,
+        log=log, arg=arg, loop=loop, iteration=iteration, checkpointing=checkpointing, commit=commit,
+    )
+
+
+def __getattr__(name):
+    if name in _LAZY or name == "_replay":
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module 'flordb' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def skip_rest():
     """True when replay does not need the rest of this outer iteration
     (the replay copy of a script calls it after the new statements)."""
+    if "_replay" not in globals():
+        _load()
     return _replay.skip_rest()
 
 
-if _replay.SPEC is not None:
-    from .replay import log, arg, loop, iteration, checkpointing, commit  # noqa: E402,F811
+if (getattr(_sys, "argv", None) or [""])[0] != "-m":
+    _load()

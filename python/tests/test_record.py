@@ -329,6 +329,28 @@ def test_python_m_flordb_is_the_flor_command(repo):
     assert len(read_back(repo, "flor.query('SELECT * FROM runs')")) == 1
 
 
+def test_python_m_flordb_loads_only_the_engine(repo):
+    # The CLI imports the package for `-m` but needs only the native engine:
+    # the recording API (and json, the session) load on first use instead.
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "flordb", "sql", "SELECT 1 AS one", "--format", "csv"],
+                         cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["one", "1"]
+    imported = {l.rsplit("|", 1)[-1].strip() for l in out.stderr.splitlines() if l.startswith("import time:")}
+    assert "flordb._native" in imported
+    assert not imported & {"flordb.api", "flordb._session", "flordb.checkpoints", "flordb.replay", "json"}, imported
+    # The same lazy package still serves every name, on first use.
+    code = (
+        "import sys; sys.argv[0] = '-m'\n"
+        "import flordb as flor\n"
+        "assert 'log' not in vars(flor) and 'log' in dir(flor)\n"
+        "assert not flor.skip_rest() and flor.log('x', 2) == 2 and flor.checkpoints.current_run()\n"
+        "try:\n    flor.nope\nexcept AttributeError as e:\n    print('E', e)\n"
+    )
+    p = run_script(repo, code, env={"FLOR_ECHO": "0"})
+    assert "E module 'flordb' has no attribute 'nope'" in p.stdout
+
+
 def test_ipython_cells_commit_what_they_logged(repo):
     # A stand-in IPython (the real one is not a test dependency): flordb
     # registers a post_run_cell callback when imported inside IPython.

@@ -112,7 +112,18 @@ fn round_trips_lists_and_replaces() {
     // Saving the same key again replaces it; reopening keeps everything.
     let model2 = bytes(3, 100_000, true);
     s.save(&at(&[("epoch", 0)]), "model", &model2).unwrap();
+    let index = s.path().join("index");
+    let snapshots = || {
+        std::fs::read_dir(&index)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snap."))
+            .count()
+    };
+    assert_eq!(snapshots(), 0);
     s.close().unwrap();
+    // Close leaves sled's snapshot behind, so the next open need not
+    // recover the log to find the checkpoints.
+    assert_eq!(snapshots(), 1);
     let s = CheckpointStore::open(dir.path(), RUN).unwrap();
     assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), model2);
     assert_eq!(s.load(&at(&[("epoch", 0)]), "optimizer").unwrap(), optim);
