@@ -458,9 +458,9 @@ enum FlorStatus flor_open_replay(const char *root,
                                  uint64_t run_id,
                                  struct FlorHandle **out);
 
-// Reads checkpoint `index` (0-based) of the recipe file at `path` (a JSON
-// array of `flor_store::checkpoint::Recipe`, written by the replay
-// coordinator, one per object a unit restores) from the run's pack files,
+// Reads checkpoint `index` (0-based) of the recipe file at `path` (the
+// `flor_store::checkpoint::Recipe`s the replay coordinator wrote with
+// `encode_recipes`, one per object a unit restores) from the run's pack files,
 // verifying every frame's CRC-32 and the whole object's blake3, without
 // opening the run's checkpoint database (the coordinator holds it). A
 // large object is decoded on up to `threads` threads (0: one per core).

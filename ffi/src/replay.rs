@@ -57,9 +57,9 @@ pub unsafe extern "C" fn flor_open_replay(
     })
 }
 
-/// Reads checkpoint `index` (0-based) of the recipe file at `path` (a JSON
-/// array of `flor_store::checkpoint::Recipe`, written by the replay
-/// coordinator, one per object a unit restores) from the run's pack files,
+/// Reads checkpoint `index` (0-based) of the recipe file at `path` (the
+/// `flor_store::checkpoint::Recipe`s the replay coordinator wrote with
+/// `encode_recipes`, one per object a unit restores) from the run's pack files,
 /// verifying every frame's CRC-32 and the whole object's blake3, without
 /// opening the run's checkpoint database (the coordinator holds it). A
 /// large object is decoded on up to `threads` threads (0: one per core).
@@ -184,9 +184,9 @@ fn read_recipes(path: &str) -> Result<Arc<Vec<flordb::store::checkpoint::Recipe>
             return Ok(r.clone());
         }
     }
-    let text = std::fs::read(path).map_err(|e| FfiError::new(FlorStatus::Io, format!("cannot read the checkpoint recipe file {path}: {e}")))?;
-    let recipes: Vec<flordb::store::checkpoint::Recipe> =
-        serde_json::from_slice(&text).map_err(|e| FfiError::new(FlorStatus::Corrupt, format!("checkpoint recipe file {path} does not parse: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| FfiError::new(FlorStatus::Io, format!("cannot read the checkpoint recipe file {path}: {e}")))?;
+    let recipes = flordb::store::checkpoint::decode_recipes(&bytes)
+        .map_err(|e| FfiError::new(FlorStatus::Corrupt, format!("checkpoint recipe file {path} does not decode: {e}")))?;
     let recipes = Arc::new(recipes);
     *cached = id.map(|id| (id, recipes.clone()));
     Ok(recipes)
@@ -422,12 +422,12 @@ mod tests {
         store.save(&at, "w", &data).unwrap();
         store.save(&at, "b", b"Nheader:tiny").unwrap();
         store.flush().unwrap();
-        let path = dir.path().join("recipes-0.json");
+        let path = dir.path().join("recipes-0.bin");
         let write = |objects: &[&str]| {
             let recipes: Vec<_> = objects.iter().map(|o| store.recipe(&at, o).unwrap()).collect();
             // A new file renamed over the old one, as a rewrite would be.
             let tmp = dir.path().join("recipes.tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&recipes).unwrap()).unwrap();
+            std::fs::write(&tmp, flordb::store::checkpoint::encode_recipes(&recipes).unwrap()).unwrap();
             std::fs::rename(&tmp, &path).unwrap();
         };
         write(&["w", "b"]);

@@ -71,7 +71,9 @@ mod table;
 mod writer;
 
 pub use chunker::Chunking;
-pub use load::{load_recipe, load_recipe_into, load_recipe_to, Recipe, RecipeChunk};
+pub use load::{
+    decode_recipes, encode_recipes, load_recipe, load_recipe_into, load_recipe_to, Recipe, RecipeChunk,
+};
 pub use table::{
     checkpoints_batch, checkpoints_schema, checkpoints_table, list_runs, CheckpointsTable,
 };

@@ -631,7 +631,7 @@ fn open_index(index: &std::path::Path) -> sled::Db {
 
 #[test]
 fn recipes_read_the_packs_without_the_database() {
-    use flor_store::checkpoint::{load_recipe, Recipe};
+    use flor_store::checkpoint::{decode_recipes, encode_recipes, load_recipe, Recipe};
     let dir = tempfile::tempdir().unwrap();
     let key = at(&[("epoch", 2)]);
     let mut data = bytes(11, 5 << 20, true); // large: decoded on several threads
@@ -640,7 +640,7 @@ fn recipes_read_the_packs_without_the_database() {
     s.save(&key, "model", &data).unwrap();
     s.save(&key, "empty", b"").unwrap();
     // While the store stays open (it holds the database), the recipe reads
-    // the same bytes, here through a JSON round trip as a worker gets it.
+    // the same bytes, here through a recipe file's bytes as a worker gets it.
     let r = s.recipe(&key, "model").unwrap();
     assert_eq!(
         (
@@ -651,7 +651,9 @@ fn recipes_read_the_packs_without_the_database() {
         ),
         (RUN, "model", key.clone(), data.len() as u64)
     );
-    let r: Recipe = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    let r: Recipe = decode_recipes(&encode_recipes(&[r]).unwrap())
+        .unwrap()
+        .remove(0);
     assert_eq!(load_recipe(&r, 1).unwrap(), data);
     assert_eq!(load_recipe(&r, 4).unwrap(), data);
     assert_eq!(
@@ -679,10 +681,10 @@ fn recipes_read_the_packs_without_the_database() {
         other => panic!("{what}: expected CheckpointDamaged, got {other:?}"),
     };
     let mut bad = r.clone();
-    bad.hash = "xyz".into();
-    named("bad object hash", &bad);
+    bad.hash[0] ^= 1;
+    named("wrong object hash", &bad);
     let mut bad = r.clone();
-    bad.chunks[3].hash = bad.chunks[4].hash.clone();
+    bad.chunks[3].hash = bad.chunks[4].hash;
     named("wrong chunk hash", &bad);
     let mut bad = r.clone();
     bad.chunks[1].offset += 1;
