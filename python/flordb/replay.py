@@ -28,15 +28,19 @@ and verifies the bytes from the packs itself, in one of two ways:
 
 * when a core is spare for each worker (``decode_threads`` in the spec,
   the cores divided by the workers running at once, is 2 or more: at most
-  half as many workers as cores), on a native thread that reads one
-  restore ahead from the moment this module is imported
-  (``flor_prefetch_start``), so the reading overlaps the script's start-up
-  and its iterations;
-* otherwise (more workers than that; the default is one per core) when
-  the object is restored: a numpy array straight into its own memory
-  (``flor_checkpoint_load_recipe_to``: no buffer of the model's size, no
-  copy; a reading thread would only take CPU from the other workers),
-  anything else through a buffer (``flor_checkpoint_load_recipe``).
+  half as many workers as cores) and the worker runs whole iterations
+  between restores, on a native thread that reads one restore ahead from
+  the moment this module is imported (``flor_prefetch_start``), so the
+  reading overlaps the script's start-up and its iterations;
+* otherwise when the object is restored: a numpy array straight into its
+  own memory (``flor_checkpoint_load_recipe_to``: no buffer of the
+  model's size, no copy), anything else through a buffer
+  (``flor_checkpoint_load_recipe``). With no spare core (the default is
+  one worker per core) a reading thread would only take CPU from the
+  other workers; when the rest of the outer body is skipped, restores
+  follow one another with nothing to overlap, and restoring in place was
+  the faster of the two (BENCHMARKS.md, replay, stop 14: 9 of 13 pairs,
+  ~4%, hot page cache; even with the page cache dropped).
 
 ``FLOR_REPLAY_PREFETCH=1`` forces the first way and ``=0`` the second
 (for example to keep a large model's worker from holding a second copy of
@@ -204,14 +208,24 @@ def _decode_threads():
     return int(SPEC.get("decode_threads") or 0)
 
 
+def _reads_ahead(spec, forced):
+    """Whether a worker with ``spec`` reads its checkpoints ahead on a
+    native thread: ``forced`` (``FLOR_REPLAY_PREFETCH``) ``"1"`` or ``"0"``
+    decides; otherwise only with a core to spare (``decode_threads`` >= 2)
+    and whole iterations to overlap (not ``skip_rest``). See the module
+    docs."""
+    if forced in ("0", "1"):
+        return forced == "1"
+    return int(spec.get("decode_threads") or 0) >= 2 and not spec.get("skip_rest")
+
+
 def _start_prefetch():
     """Starts reading the checkpoints to restore on a native thread, one
     restore ahead, while the script starts up and runs its iterations."""
     global _prefetch
-    forced = os.environ.get("FLOR_REPLAY_PREFETCH", "").strip()
     _T["restores"] = "in place"
-    if forced == "0" or (forced != "1" and _decode_threads() < 2):
-        return  # no spare core (or told so): restores read when needed, in place (see the module docs)
+    if not _reads_ahead(SPEC, os.environ.get("FLOR_REPLAY_PREFETCH", "").strip()):
+        return  # restores read when needed, in place (see the module docs)
     order, ahead = _restore_indices()
     if not order or order != list(range(len(order))):
         return  # restores read each checkpoint when needed instead

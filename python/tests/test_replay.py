@@ -229,6 +229,17 @@ def test_a_partial_replay_is_resumed_per_iteration(project, tmp_path):
     assert "0 run(s) to replay, 3 already have them" in p.stdout, p.stdout
 
 
+def test_checkpoints_are_read_ahead_only_with_a_spare_core_and_iterations_to_overlap():
+    from flordb.replay import _reads_ahead
+
+    spare, skip = {"decode_threads": 2, "skip_rest": True}, {"decode_threads": 1, "skip_rest": False}
+    assert _reads_ahead({"decode_threads": 2, "skip_rest": False}, "")
+    assert not _reads_ahead(spare, "")  # restores back to back: in place
+    assert not _reads_ahead(skip, "") and not _reads_ahead({}, "")  # no spare core
+    assert _reads_ahead(spare, "1") and _reads_ahead(skip, "1")
+    assert not _reads_ahead({"decode_threads": 4, "skip_rest": False}, "0")
+
+
 def test_checkpoints_every_second_epoch_still_give_exact_values(tmp_path):
     """Checkpoints at epochs 1, 3, 5 only: each selected epoch restores the
     nearest earlier checkpoint and re-runs the gap with logging off."""
