@@ -4,6 +4,7 @@ and compare with fresh full runs of each propagated version, bit for bit."""
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -218,6 +219,9 @@ def test_a_partial_replay_is_resumed_per_iteration(project, tmp_path):
     assert "1 run(s) to replay, 2 already have them" in p.stdout, p.stdout
     assert "[3, 4, 5]" in p.stdout, p.stdout
     assert "Timings: planning" in p.stdout and "versions and checkpoints" in p.stdout, p.stdout
+    if sys.platform == "linux":
+        cpu = re.search(r"CPU of this process so far \(the coordinator, all its threads\): ([\d.]+) s user \+ ([\d.]+) s system", p.stdout)
+        assert cpu and 0 < float(cpu[1]) + float(cpu[2]) < 60, p.stdout
     assert repo_state(root) == before
     got = by_run(root, "w_norm")
     assert sorted(len(v) for v in got.values()) == [6, 6, 6], got

@@ -38,9 +38,10 @@ pub struct ReplayArgs {
     /// Python interpreter for workers (default: $FLOR_PYTHON, else python3).
     #[arg(long)]
     python: Option<String>,
-    /// Print where the time went: planning, and per unit its preparation,
-    /// the worker's start-up (interpreter, imports, the script up to its
-    /// loop), checkpoint restores, the loop, and sealing the records.
+    /// Print where the time went: planning, the coordinator's CPU, and per
+    /// unit its preparation, the worker's start-up (interpreter, imports,
+    /// the script up to its loop), checkpoint restores, the loop, and
+    /// sealing the records.
     #[arg(long)]
     timings: bool,
 }
@@ -103,11 +104,26 @@ fn print_plan(p: &Plan, workers: usize) {
     }
 }
 
+/// This process's CPU seconds so far, user and system, all its threads
+/// (fields 14 and 15 of `/proc/self/stat`, in clock ticks of 1/100 s,
+/// Linux's `USER_HZ`); `None` where that file is absent or unreadable.
+fn process_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces:
+    // fields are counted after its closing parenthesis, from field 3.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<f64>().ok().map(|t| t / 100.0);
+    Some((ticks(14)?, ticks(15)?))
+}
+
 /// `--timings`: the planner's time, then per unit, from the worker's
 /// `FLOR-REPLAY-TIMES` line, seconds since the coordinator started it.
 fn print_timings(plan_s: f64, phases: &[(&'static str, f64)], report: &execute::Report) {
     let phases: Vec<String> = phases.iter().map(|(name, s)| format!("{name} {s:.3}")).collect();
     println!("Timings: planning {plan_s:.3} s (this process: {}); units {:.3} s wall.", phases.join(", "), report.seconds);
+    if let Some((user, system)) = process_cpu() {
+        println!("CPU of this process so far (the coordinator, all its threads): {user:.2} s user + {system:.2} s system.");
+    }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(vec!["unit", "started", "prepare", "start-up", "restores", "restored", "loop", "seal", "exit", "total"]);
