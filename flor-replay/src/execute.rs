@@ -33,8 +33,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// The spec format version written here and read by the Python package.
-pub const SPEC_VERSION: u32 = 3;
+/// The spec format version written here and read by the Python package
+/// (4: the unit's recipe file is binary, `encode_recipes`), so that a
+/// coordinator and workers of different builds fail with a clear message.
+pub const SPEC_VERSION: u32 = 4;
 
 /// The file a worker reads (its path is in `FLOR_REPLAY`): what to replay.
 #[derive(Debug, Clone, Serialize)]

@@ -198,7 +198,8 @@ fn run_one(
 impl Executor for LocalPool {
     /// Units are prepared on threads of their own (one per worker, up to
     /// the number of cores), taken in unit order and handed to the pool as
-    /// each is ready, at most `workers` units ahead of it. So a unit's
+    /// each is ready: up to `workers` prepared units wait in the channel
+    /// and each preparing thread may hold one more. So a unit's
     /// preparation (its version materialized from git, its recipes and
     /// spec) overlaps the run of the units before it instead of delaying
     /// its own start, and N workers get their first units after about one
@@ -212,6 +213,10 @@ impl Executor for LocalPool {
         let workers = self.workers.max(1).min(units.len().max(1));
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (tx, rx) = crossbeam_channel::bounded::<Prepared<'_>>(workers);
+        // Only the worker threads hold receivers: if they all end early,
+        // sends fail and the preparing threads stop instead of blocking.
+        let receivers: Vec<_> = (0..workers).map(|_| rx.clone()).collect();
+        drop(rx);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let mut outcomes: Vec<UnitOutcome> = std::thread::scope(|s| {
             for _ in 0..workers.min(cores) {
@@ -232,9 +237,9 @@ impl Executor for LocalPool {
             }
             // The pool ends when every preparing thread has sent its last unit.
             drop(tx);
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    let rx = rx.clone();
+            let handles: Vec<_> = receivers
+                .into_iter()
+                .map(|rx| {
                     s.spawn(move || {
                         let mut done = Vec::new();
                         for (u, prepared) in rx.iter() {
@@ -246,9 +251,11 @@ impl Executor for LocalPool {
                     })
                 })
                 .collect();
+            // A panicking worker thread's outcomes cannot be made up (callers
+            // pair outcomes with units): its panic goes on.
             handles
                 .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
         });
         outcomes.sort_by_key(|o| o.unit);
@@ -359,5 +366,26 @@ mod tests {
             "{:?}",
             out.iter().map(|o| &o.stderr_tail).collect::<Vec<_>>()
         );
+    }
+
+    /// A worker thread that panics (here: in the event callback) makes the
+    /// pool panic too, once the other threads have ended, instead of
+    /// returning fewer outcomes than units or leaving the preparing
+    /// threads blocked on a channel no one reads.
+    #[test]
+    fn a_panicking_worker_thread_ends_the_pool_with_its_panic() {
+        let units: Vec<Unit> = (0..6).map(|i| unit(i, &["sh", "-c", "true"])).collect();
+        let on_event = |e: Event| {
+            if let Event::Started(_) = e {
+                panic!("progress display failed");
+            }
+        };
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            LocalPool { workers: 1 }.execute(&units, &|_| Ok(()), &on_event)
+        }));
+        let msg = out
+            .err()
+            .and_then(|p| p.downcast_ref::<&str>().map(|s| (*s).to_owned()));
+        assert_eq!(msg.as_deref(), Some("progress display failed"));
     }
 }

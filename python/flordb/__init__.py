@@ -39,9 +39,8 @@ __all__ = [
 
 # The names below come from submodules that pull in json, re, pickle and the
 # session machinery (~25 ms). `import flordb` loads them at once, as before.
-# `python -m flordb …` (the CLI: Python imports this package first, with
-# sys.argv[0] == "-m" until the module is found) needs none of them, so there
-# they load on first use instead (PEP 562 module __getattr__).
+# `python -m flordb …` (the CLI) needs none of them, so there they load on
+# first use instead (PEP 562 module __getattr__): see _cli_start.
 _LAZY = ("log", "arg", "loop", "iteration", "checkpointing", "commit", "dataframe", "query", "utils", "checkpoints")
 
 
@@ -85,5 +84,30 @@ def skip_rest():
     return _replay.skip_rest()
 
 
-if (getattr(_sys, "argv", None) or [""])[0] != "-m":
+def _cli_start():
+    """True while `python -m flordb` imports this package before running
+    flordb.__main__: sys.argv[0] is "-m" until the module is found, and the
+    interpreter's own command line (sys.orig_argv, Python 3.10+) names
+    flordb as the module. Anything else (a script, `-c`, `-m pkg.train`
+    whose package imports flordb, Python 3.9) loads the API at once."""
+    if (getattr(_sys, "argv", None) or [""])[0] != "-m":
+        return False
+    orig = list(getattr(_sys, "orig_argv", ()))[1:]
+    i = 0
+    while i < len(orig):
+        a = orig[i]
+        if a == "-m":
+            return orig[i + 1 : i + 2] == ["flordb"]
+        if a.startswith("-m"):
+            return a == "-mflordb"
+        if a in ("-X", "-W"):  # interpreter options whose value follows
+            i += 2
+            continue
+        if a == "-c" or not a.startswith("-"):
+            return False
+        i += 1
+    return False
+
+
+if not _cli_start():
     _load()

@@ -27,9 +27,14 @@ def main(argv=None):
 def _exit(code):
     """Ends the process with `code`. The engine has closed what it opened
     and flushed its output, so the interpreter's teardown (finalizing every
-    module and object, 10-20 ms) is skipped with ``os._exit`` unless a
-    recording session was loaded, whose exit handler must run."""
-    if "flordb._session" in sys.modules:
+    module and object, 10-20 ms) is skipped with ``os._exit``, but only when
+    this file is the program (``python -m flordb``, not run by runpy from
+    another program) and no exit handler is registered (a recording
+    session's, a coverage tool's, the host's): otherwise ``sys.exit``."""
+    import atexit
+
+    ours = os.path.abspath(sys.argv[0] if sys.argv else "") == os.path.abspath(__file__)
+    if not ours or getattr(atexit, "_ncallbacks", lambda: 1)() or "flordb._session" in sys.modules:
         sys.exit(code)
     for f in (sys.stdout, sys.stderr):
         try:

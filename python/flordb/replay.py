@@ -66,7 +66,7 @@ from .api import _loop_text
 
 PROGRESS = "FLOR-REPLAY-PROGRESS"
 TIMES = "FLOR-REPLAY-TIMES"
-SPEC_VERSION = 3
+SPEC_VERSION = 4
 
 
 def _load_spec():

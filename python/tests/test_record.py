@@ -341,7 +341,7 @@ def test_python_m_flordb_loads_only_the_engine(repo):
     assert not imported & {"flordb.api", "flordb._session", "flordb.checkpoints", "flordb.replay", "json"}, imported
     # The same lazy package still serves every name, on first use.
     code = (
-        "import sys; sys.argv[0] = '-m'\n"
+        "import sys; sys.argv[0] = '-m'; sys.orig_argv = [sys.executable, '-m', 'flordb']\n"
         "import flordb as flor\n"
         "assert 'log' not in vars(flor) and 'log' in dir(flor)\n"
         "assert not flor.skip_rest() and flor.log('x', 2) == 2 and flor.checkpoints.current_run()\n"
@@ -349,6 +349,12 @@ def test_python_m_flordb_loads_only_the_engine(repo):
     )
     p = run_script(repo, code, env={"FLOR_ECHO": "0"})
     assert "E module 'flordb' has no attribute 'nope'" in p.stdout
+    # Another module run with -m whose package imports flordb gets it whole.
+    (repo / "pkg").mkdir()
+    (repo / "pkg" / "__init__.py").write_text("import flordb\nprint('eager', 'log' in vars(flordb))\n")
+    (repo / "pkg" / "train.py").write_text("")
+    out = subprocess.run([sys.executable, "-m", "pkg.train"], cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["eager", "True"], out.stderr
 
 
 def test_ipython_cells_commit_what_they_logged(repo):

@@ -154,7 +154,8 @@ const RECIPES_MAGIC: &[u8; 8] = b"FLORRCP1";
 /// per chunk: a 6 MB object of ~400 chunks takes ~22 KB.
 ///
 /// # Errors
-/// [`Error::Input`] when the list does not encode (a name over 4 GiB).
+/// [`Error::Input`] when the list does not encode (a `packs` path that is
+/// not UTF-8).
 pub fn encode_recipes(recipes: &[Recipe]) -> Result<Vec<u8>> {
     let body = crate::codec::encode(&recipes)
         .map_err(|e| Error::Input(format!("checkpoint recipes do not encode: {e}")))?;

@@ -352,15 +352,14 @@ impl CheckpointStore {
                 .flush_every_ms(None)
                 .open()
         };
-        let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let mut opened = open();
-        while opened.as_ref().is_err_and(locked) && std::time::Instant::now() < deadline {
+        while opened.as_ref().is_err_and(is_locked) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
             opened = open();
         }
         let db = opened.map_err(|e| {
-            if locked(&e) {
+            if is_locked(&e) {
                 Error::CheckpointLocked {
                     run: run.to_string(),
                     path: index_path.clone(),
@@ -652,10 +651,12 @@ impl CheckpointStore {
     /// next open. Without it every later open (a replay's planner opens each
     /// run's database) re-reads and checksums the whole log and writes that
     /// snapshot itself: ~2.5 ms and an fsync for a 3800-chunk run, against
-    /// ~1 ms with it. The reopen is best effort: when the database is
-    /// still held (sled lets go of it a moment after the last handle) or
-    /// fails to open, close still succeeds and the next open recovers as
-    /// usual. It changes no checkpoint.
+    /// ~1 ms with it. The reopen is best effort: sled lets go of its file
+    /// lock a moment after the last handle is dropped, so a reopen that
+    /// finds the database locked is tried again for up to 200 ms; when it
+    /// is still held (another process opened it meanwhile) or fails to
+    /// open, close still succeeds and the next open recovers as usual. It
+    /// changes no checkpoint.
     ///
     /// # Errors
     /// [`Error::Poisoned`] when a pending save failed; [`Error::Sled`] when
@@ -664,10 +665,18 @@ impl CheckpointStore {
         self.shutdown()?;
         let index_path = self.shared.index_path.clone();
         drop(self);
-        let reopened = sled::Config::new()
-            .path(&index_path)
-            .flush_every_ms(None)
-            .open();
+        let reopen = || {
+            sled::Config::new()
+                .path(&index_path)
+                .flush_every_ms(None)
+                .open()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        let mut reopened = reopen();
+        while reopened.as_ref().is_err_and(is_locked) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            reopened = reopen();
+        }
         drop(reopened);
         Ok(())
     }
@@ -791,6 +800,12 @@ impl std::fmt::Debug for CheckpointStore {
             .field("dir", &self.shared.dir)
             .finish()
     }
+}
+
+/// Whether sled failed to open a database because another handle (in this
+/// or another process) holds its file lock.
+fn is_locked(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 fn check_run(run: &str) -> Result<()> {
