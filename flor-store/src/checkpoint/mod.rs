@@ -72,7 +72,8 @@ mod writer;
 
 pub use chunker::Chunking;
 pub use load::{
-    decode_recipes, encode_recipes, load_recipe, load_recipe_into, load_recipe_to, Recipe, RecipeChunk,
+    decode_recipes, encode_recipes, load_recipe, load_recipe_into, load_recipe_to, Recipe,
+    RecipeChunk,
 };
 pub use table::{
     checkpoints_batch, checkpoints_schema, checkpoints_table, list_runs, CheckpointsTable,
@@ -345,19 +346,12 @@ impl CheckpointStore {
         // the database, a moment after the last handle in this process is
         // dropped; a store reopened right after a close waits for that (up
         // to 3 s) before reporting the database as held elsewhere.
-        let open = || {
-            sled::Config::new()
-                .path(&index_path)
-                .cache_capacity(options.index_cache_bytes)
-                .flush_every_ms(None)
-                .open()
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        let mut opened = open();
-        while opened.as_ref().is_err_and(is_locked) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            opened = open();
-        }
+        let opened = open_index(
+            &index_path,
+            options.index_cache_bytes,
+            std::time::Duration::from_secs(3),
+            std::time::Duration::from_millis(20),
+        );
         let db = opened.map_err(|e| {
             if is_locked(&e) {
                 Error::CheckpointLocked {
@@ -663,21 +657,17 @@ impl CheckpointStore {
     /// the final flush fails.
     pub fn close(mut self) -> Result<()> {
         self.shutdown()?;
-        let index_path = self.shared.index_path.clone();
+        let (index_path, cache_bytes) = (
+            self.shared.index_path.clone(),
+            self.options.index_cache_bytes,
+        );
         drop(self);
-        let reopen = || {
-            sled::Config::new()
-                .path(&index_path)
-                .flush_every_ms(None)
-                .open()
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
-        let mut reopened = reopen();
-        while reopened.as_ref().is_err_and(is_locked) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            reopened = reopen();
-        }
-        drop(reopened);
+        drop(open_index(
+            &index_path,
+            cache_bytes,
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_millis(5),
+        ));
         Ok(())
     }
 
@@ -800,6 +790,32 @@ impl std::fmt::Debug for CheckpointStore {
             .field("dir", &self.shared.dir)
             .finish()
     }
+}
+
+/// Opens the sled database at `index_path` with `cache_bytes` of cache,
+/// trying again every `poll` while its file lock is held, for up to
+/// `patience`: sled lets go of the lock a moment after the last handle in a
+/// process is dropped, so a reopen right after a close can find it held.
+fn open_index(
+    index_path: &Path,
+    cache_bytes: u64,
+    patience: std::time::Duration,
+    poll: std::time::Duration,
+) -> sled::Result<sled::Db> {
+    let open = || {
+        sled::Config::new()
+            .path(index_path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()
+    };
+    let deadline = std::time::Instant::now() + patience;
+    let mut opened = open();
+    while opened.as_ref().is_err_and(is_locked) && std::time::Instant::now() < deadline {
+        std::thread::sleep(poll);
+        opened = open();
+    }
+    opened
 }
 
 /// Whether sled failed to open a database because another handle (in this
