@@ -7,10 +7,11 @@
 //! the output. Raw frames that lie back to back in a pack are read with one
 //! vectored read, each payload straight into its part of the output.
 //!
-//! A [`Recipe`] is the same read with the index lookups done beforehand:
-//! the chunks' pack locations, taken by the process that holds the run's
-//! database, so that another process (a replay worker) can read and verify
-//! the bytes from the packs alone ([`load_recipe`]).
+//! Chunk locations come from the manifest (version 2) or, for a version 1
+//! manifest, from the chunk index. A [`Recipe`] is the same read with the
+//! locations taken beforehand by the process that holds the run's database,
+//! so that another process (a replay worker) can read and verify the bytes
+//! from the packs alone ([`load_recipe`]).
 
 use super::manifest::{self, ChunkRef, Manifest};
 use super::pack::{
@@ -101,13 +102,27 @@ fn manifest_of(sh: &Shared, loop_path: &[(String, i64)], object: &str) -> Result
     Ok(m)
 }
 
-/// The pack location of chunk `c` from the index.
-fn locate(sh: &Shared, c: &ChunkRef) -> Result<std::result::Result<Loc, &'static str>> {
+/// The pack location of chunk `c` of manifest `m`: recorded in the
+/// manifest (version 2), else looked up in the index.
+fn locate(
+    sh: &Shared,
+    m: &Manifest,
+    c: &ChunkRef,
+) -> Result<std::result::Result<Loc, &'static str>> {
+    if m.located() {
+        return Ok(checked(c.loc()).ok_or("malformed location in the manifest"));
+    }
     let entry = sh.chunks.get(c.hash).map_err(|e| sh.sled_err(e))?;
     Ok(match entry {
         None => Err("not in the chunk index"),
         Some(entry) => Loc::decode(&entry).ok_or("malformed index entry"),
     })
+}
+
+/// `loc` when it is one an index entry could hold (a frame length of at
+/// least the frame overhead).
+fn checked(loc: Loc) -> Option<Loc> {
+    Loc::decode(&loc.encode())
 }
 
 /// Loads and verifies one checkpoint; see [`super::CheckpointStore::load`].
@@ -122,7 +137,7 @@ pub(crate) fn load(
     for c in &m.chunks {
         parts.push(Part {
             chunk: c,
-            loc: locate(sh, c)?,
+            loc: locate(sh, &m, c)?,
         });
     }
     let damaged = |detail: String| Error::CheckpointDamaged {
@@ -180,7 +195,7 @@ pub(crate) fn recipe(sh: &Shared, loop_path: &[(String, i64)], object: &str) -> 
     let mut chunks = Vec::with_capacity(m.chunks.len());
     let n = m.chunks.len();
     for (i, c) in m.chunks.iter().enumerate() {
-        let loc = locate(sh, c)?.map_err(|d| Error::CheckpointDamaged {
+        let loc = locate(sh, &m, c)?.map_err(|d| Error::CheckpointDamaged {
             run: sh.run.clone(),
             object: object.to_string(),
             loop_path: loop_path_text(loop_path),
@@ -331,21 +346,15 @@ impl<'r> RecipeParts<'r> {
         let mut refs = Vec::with_capacity(recipe.chunks.len());
         let mut locs = Vec::with_capacity(recipe.chunks.len());
         for c in &recipe.chunks {
-            refs.push(ChunkRef {
+            let r = ChunkRef {
                 hash: c.hash,
                 raw_len: c.raw_len,
                 stored_len: c.frame_len,
-            });
-            let loc = Loc::decode(
-                &Loc {
-                    pack: c.pack,
-                    offset: c.offset,
-                    frame_len: c.frame_len,
-                }
-                .encode(),
-            )
-            .ok_or("malformed location in the recipe");
-            locs.push(loc);
+                pack: c.pack,
+                offset: c.offset,
+            };
+            locs.push(checked(r.loc()).ok_or("malformed location in the recipe"));
+            refs.push(r);
         }
         Ok(RecipeParts {
             recipe,

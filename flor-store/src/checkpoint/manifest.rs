@@ -3,21 +3,33 @@
 //!
 //! ```text
 //! key   = levels:u32 (name_len:u32 name:utf8 iteration:i64)* object_len:u32 object:utf8
-//! value = crc32(body):u32 body        body = Manifest encoded with crate::codec
+//! value = crc32(body):u32 body        body = version:u32, then the rest of
+//!                                     the manifest encoded with crate::codec
 //! ```
 //!
 //! (little-endian). The checksum lets damage be reported before the body
 //! reaches the decoder; the key has a plain layout so that a damaged
 //! manifest can still be named by its loop path and object.
 //!
+//! Version 2 (written by this build) stores where each chunk's frame lies
+//! (pack id and offset) next to its hash, so a load or a replay recipe
+//! reads no chunk-index entry: on the replay bench the index lookups were
+//! most of the coordinator's CPU while its workers ran (BENCHMARKS.md,
+//! replay). The chunk index stays the dedup map of the write path and the
+//! source of truth for `gc`, which rewrites the locations of the manifests
+//! whose chunks it moved before it deletes any pack (`gc.rs`). Version 1
+//! manifests (no locations) are still read; their chunks are located
+//! through the index, and the next `gc` rewrites them as version 2.
+//!
 //! A manifest is written only after every chunk it lists is durable (see
 //! the commit protocol in `writer.rs`), so a manifest that exists always
 //! describes a complete checkpoint.
 
+use super::pack::Loc;
 use serde::{Deserialize, Serialize};
 
 /// The manifest format written by this version.
-pub(crate) const MANIFEST_VERSION: u32 = 1;
+pub(crate) const MANIFEST_VERSION: u32 = 2;
 
 /// One chunk of an object, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,12 +41,40 @@ pub(crate) struct ChunkRef {
     /// Bytes the chunk's frame occupies in its pack (header, compressed
     /// payload and checksum).
     pub stored_len: u32,
+    /// Id of the pack holding the frame (version 2; 0 in a version 1
+    /// manifest, whose chunks are located through the index).
+    pub pack: u32,
+    /// Byte offset of the frame in its pack (as `pack`).
+    pub offset: u64,
+}
+
+impl ChunkRef {
+    /// A reference to a chunk whose frame lies at `loc`.
+    pub(crate) fn at(hash: [u8; 32], raw_len: u32, loc: Loc) -> ChunkRef {
+        ChunkRef {
+            hash,
+            raw_len,
+            stored_len: loc.frame_len,
+            pack: loc.pack,
+            offset: loc.offset,
+        }
+    }
+
+    /// Where the frame lies, as the manifest records it.
+    pub(crate) fn loc(&self) -> Loc {
+        Loc {
+            pack: self.pack,
+            offset: self.offset,
+            frame_len: self.stored_len,
+        }
+    }
 }
 
 /// The description of one checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Manifest {
-    /// [`MANIFEST_VERSION`].
+    /// The format version: [`MANIFEST_VERSION`], or 1 for a manifest
+    /// written before chunk locations were recorded.
     pub version: u32,
     /// The loop path, outermost first.
     pub loop_path: Vec<(String, i64)>,
@@ -50,6 +90,54 @@ pub(crate) struct Manifest {
     pub new_bytes: u64,
     /// The chunks, in order.
     pub chunks: Vec<ChunkRef>,
+}
+
+/// A version 1 chunk reference: no location.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct ChunkRefV1 {
+    hash: [u8; 32],
+    raw_len: u32,
+    stored_len: u32,
+}
+
+/// A version 1 manifest, as it was encoded.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct ManifestV1 {
+    version: u32,
+    loop_path: Vec<(String, i64)>,
+    object: String,
+    raw_len: u64,
+    hash: [u8; 32],
+    written_at: i64,
+    new_bytes: u64,
+    chunks: Vec<ChunkRefV1>,
+}
+
+impl From<ManifestV1> for Manifest {
+    fn from(m: ManifestV1) -> Manifest {
+        Manifest {
+            version: m.version,
+            loop_path: m.loop_path,
+            object: m.object,
+            raw_len: m.raw_len,
+            hash: m.hash,
+            written_at: m.written_at,
+            new_bytes: m.new_bytes,
+            chunks: m
+                .chunks
+                .into_iter()
+                .map(|c| ChunkRef {
+                    hash: c.hash,
+                    raw_len: c.raw_len,
+                    stored_len: c.stored_len,
+                    pack: 0,
+                    offset: 0,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The manifest key of `(loop_path, object)`; fails only for a name over
@@ -117,14 +205,22 @@ impl Manifest {
         if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
             return Err("manifest checksum mismatch".into());
         }
-        let m: Manifest =
-            crate::codec::decode(body).map_err(|e| format!("manifest does not decode: {e}"))?;
-        if m.version != MANIFEST_VERSION {
-            return Err(format!(
-                "manifest format version {} is not supported (this build reads {MANIFEST_VERSION})",
-                m.version
-            ));
-        }
+        let version = body
+            .first_chunk::<4>()
+            .map(|v| u32::from_le_bytes(*v))
+            .ok_or("manifest shorter than its version")?;
+        let undecodable = |e: String| format!("manifest does not decode: {e}");
+        let m: Manifest = match version {
+            MANIFEST_VERSION => crate::codec::decode(body).map_err(undecodable)?,
+            1 => crate::codec::decode::<ManifestV1>(body)
+                .map_err(undecodable)?
+                .into(),
+            v => {
+                return Err(format!(
+                    "manifest format version {v} is not supported (this build reads 1 and {MANIFEST_VERSION})"
+                ))
+            }
+        };
         let mut sum = 0u64;
         for (i, c) in m.chunks.iter().enumerate() {
             if c.raw_len == 0 {
@@ -141,10 +237,44 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Whether the chunks carry their pack locations (version 2 and
+    /// later); a version 1 manifest's chunks are located through the index.
+    pub(crate) fn located(&self) -> bool {
+        self.version >= 2
+    }
+
     /// Sum of the chunks' stored lengths in bytes (shared chunks counted in full).
     pub(crate) fn stored_bytes(&self) -> u64 {
         self.chunks.iter().map(|c| u64::from(c.stored_len)).sum()
     }
+}
+
+/// `m` stored as a version 1 manifest (without locations), as builds
+/// before version 2 wrote it.
+#[cfg(test)]
+pub(crate) fn encode_v1(m: &Manifest) -> Vec<u8> {
+    let v1 = ManifestV1 {
+        version: 1,
+        loop_path: m.loop_path.clone(),
+        object: m.object.clone(),
+        raw_len: m.raw_len,
+        hash: m.hash,
+        written_at: m.written_at,
+        new_bytes: m.new_bytes,
+        chunks: m
+            .chunks
+            .iter()
+            .map(|c| ChunkRefV1 {
+                hash: c.hash,
+                raw_len: c.raw_len,
+                stored_len: c.stored_len,
+            })
+            .collect(),
+    };
+    let body = crate::codec::encode(&v1).unwrap_or_default();
+    let mut bytes = crc32fast::hash(&body).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    bytes
 }
 
 #[cfg(test)]
@@ -166,11 +296,15 @@ mod tests {
                     hash: [1; 32],
                     raw_len: 10,
                     stored_len: 55,
+                    pack: 0,
+                    offset: 16,
                 },
                 ChunkRef {
                     hash: [2; 32],
                     raw_len: 20,
                     stored_len: 60,
+                    pack: 1,
+                    offset: 4096,
                 },
             ],
         }
@@ -198,6 +332,25 @@ mod tests {
             .unwrap_err()
             .contains("version 9"));
         assert!(Manifest::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A manifest written before chunk locations (version 1) still reads,
+    /// as one whose chunks must be located through the index.
+    #[test]
+    fn version_1_manifests_read_without_locations() {
+        let m = sample();
+        let bytes = encode_v1(&m);
+        let read = Manifest::decode(&bytes).unwrap();
+        assert!(!read.located() && m.located());
+        assert_eq!(read.version, 1);
+        assert_eq!(
+            (read.raw_len, read.hash, read.stored_bytes()),
+            (30, [7; 32], 115)
+        );
+        let hashes: Vec<_> = read.chunks.iter().map(|c| (c.hash, c.raw_len)).collect();
+        assert_eq!(hashes, vec![([1; 32], 10), ([2; 32], 20)]);
+        // Version 2 bytes are longer by the locations: 12 bytes per chunk.
+        assert_eq!(m.encode().unwrap().len(), bytes.len() + 2 * 12);
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //!   tree manifests  codec(loop path, object) → manifest (codec): loop path,
 //!                   object, raw length, blake3 of the whole object, written
 //!                   at, new bytes, and the ordered chunks (hash, raw length,
-//!                   stored length)
+//!                   stored length, pack id, offset: version 2, see
+//!                   `manifest.rs`)
 //! packs/<id>.pack append-only chunk frames (format in `pack.rs`)
 //! ```
 //!
@@ -52,12 +53,13 @@
 //!
 //! # Read path
 //!
-//! [`CheckpointStore::load`] checks every frame's checksum, every chunk's
-//! blake3 hash, and the whole object's hash; any mismatch is
+//! [`CheckpointStore::load`] finds each chunk's frame from the manifest
+//! alone (no index lookup; a version 1 manifest goes through the index),
+//! checks every frame's checksum, every chunk's blake3 hash, and the whole
+//! object's hash; any mismatch is
 //! [`Error::CheckpointDamaged`] naming the run, object, loop path, chunk,
 //! pack and offset. Large objects are decoded by several threads.
-//! [`CheckpointStore::recipe`] does the index lookups of a load and returns
-//! the chunks' pack locations; [`load_recipe`] reads and verifies the bytes
+//! [`CheckpointStore::recipe`] returns the chunks' pack locations; [`load_recipe`] reads and verifies the bytes
 //! from the packs alone, so a process that does not hold the database (a
 //! replay worker) reads checkpoints while the holder keeps it open.
 
@@ -206,6 +208,10 @@ pub struct GcStats {
     pub packs_deleted: u64,
     /// Packs under half live whose live chunks were copied to a new pack.
     pub packs_rewritten: u64,
+    /// Manifests rewritten to record their chunks' new locations (chunks
+    /// copied out of a rewritten pack), or to record locations at all
+    /// (version 1 manifests, written before locations were recorded).
+    pub manifests_rewritten: u64,
     /// Pack bytes on disk before.
     pub bytes_before: u64,
     /// Pack bytes on disk after.

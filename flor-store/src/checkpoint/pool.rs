@@ -3,7 +3,7 @@
 //! with zstd and seals it into a pack frame for the writer thread.
 
 use super::pack::{Codec, Frame, Loc};
-use super::writer::WriterMsg;
+use super::writer::{ChunkBody, WriterMsg};
 use crossbeam_channel::{Receiver, Sender};
 
 /// One chunk of an object being saved.
@@ -63,25 +63,22 @@ fn process(
     let hash = *blake3::hash(&data).as_bytes();
     let raw_len = u32::try_from(data.len()).map_err(|_| "chunk over 4 GiB".to_string())?;
     let known = index.get(hash).map_err(|e| format!("index lookup: {e}"))?;
-    if let Some(loc) = known.as_deref().and_then(Loc::decode) {
-        return Ok(WriterMsg::Chunk {
-            seq,
-            index: i,
-            hash,
-            raw_len,
-            stored_len: loc.frame_len,
-            frame: None,
-        });
-    }
-    let frame = build_frame(data, &hash, raw_len, compressor)?;
-    let stored_len = u32::try_from(frame.len()).map_err(|_| "frame over 4 GiB".to_string())?;
+    // `gc` runs with no save in flight, so a location read here still
+    // holds when the writer commits this save.
+    let body = match known.as_deref().and_then(Loc::decode) {
+        Some(loc) => ChunkBody::Stored(loc),
+        None => {
+            let frame = build_frame(data, &hash, raw_len, compressor)?;
+            u32::try_from(frame.len()).map_err(|_| "frame over 4 GiB".to_string())?;
+            ChunkBody::New(frame)
+        }
+    };
     Ok(WriterMsg::Chunk {
         seq,
         index: i,
         hash,
         raw_len,
-        stored_len,
-        frame: Some(frame),
+        body,
     })
 }
 

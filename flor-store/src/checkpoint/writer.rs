@@ -31,14 +31,13 @@ pub(crate) enum WriterMsg {
         object: String,
         written_at: i64,
     },
-    /// A chunk is ready: `frame` is `None` when the index already holds it.
+    /// A chunk is ready.
     Chunk {
         seq: u64,
         index: u32,
         hash: [u8; 32],
         raw_len: u32,
-        stored_len: u32,
-        frame: Option<Frame>,
+        body: ChunkBody,
     },
     /// A save has sent all its `chunks`.
     End {
@@ -57,6 +56,14 @@ pub(crate) enum WriterMsg {
     },
     /// Run garbage collection (no save may be in flight).
     Gc { ack: Sender<crate::Result<GcStats>> },
+}
+
+/// What a worker found for one chunk.
+pub(crate) enum ChunkBody {
+    /// The index already holds the chunk, at this location.
+    Stored(Loc),
+    /// A new chunk, sealed into a frame for the pack.
+    New(Frame),
 }
 
 struct Pending {
@@ -159,9 +166,8 @@ impl Writer {
                 index,
                 hash,
                 raw_len,
-                stored_len,
-                frame,
-            } => self.chunk(seq, index, hash, raw_len, stored_len, frame),
+                body,
+            } => self.chunk(seq, index, hash, raw_len, body),
             WriterMsg::End {
                 seq,
                 chunks,
@@ -214,21 +220,24 @@ impl Writer {
         index: u32,
         hash: [u8; 32],
         raw_len: u32,
-        mut stored_len: u32,
-        frame: Option<Frame>,
+        body: ChunkBody,
     ) -> Result<(), String> {
         let mut new_bytes = 0;
-        if let Some(frame) = frame {
-            if let Some(loc) = self.unindexed.get(&hash).copied().or(self.indexed(&hash)?) {
-                // Stored meanwhile (by another save in flight, or committed
-                // after the worker looked): keep the one copy.
-                stored_len = loc.frame_len;
-            } else {
-                let loc = self.append(&frame.parts())?;
-                self.unindexed.insert(hash, loc);
-                new_bytes = u64::from(loc.frame_len);
+        let loc = match body {
+            ChunkBody::Stored(loc) => loc,
+            ChunkBody::New(frame) => {
+                if let Some(loc) = self.unindexed.get(&hash).copied().or(self.indexed(&hash)?) {
+                    // Stored meanwhile (by another save in flight, or
+                    // committed after the worker looked): keep the one copy.
+                    loc
+                } else {
+                    let loc = self.append(&frame.parts())?;
+                    self.unindexed.insert(hash, loc);
+                    new_bytes = u64::from(loc.frame_len);
+                    loc
+                }
             }
-        }
+        };
         let Some(p) = self.objects.get_mut(&seq) else {
             return Err(format!("internal: chunk of unknown save #{seq}"));
         };
@@ -237,11 +246,7 @@ impl Writer {
             p.refs.resize(i + 1, None);
         }
         if p.refs[i]
-            .replace(ChunkRef {
-                hash,
-                raw_len,
-                stored_len,
-            })
+            .replace(ChunkRef::at(hash, raw_len, loc))
             .is_some()
         {
             return Err(format!("internal: chunk {i} of save #{seq} arrived twice"));

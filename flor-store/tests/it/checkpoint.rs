@@ -593,7 +593,10 @@ fn damaged_manifests_and_index_entries_are_named() {
     }
     edit("manifests", &|_, _| None);
 
-    // Every chunk index entry points 1 byte further: frames fail to check.
+    // Every chunk index entry points 1 byte further. Loads do not read the
+    // index (manifests record where their chunks lie), so the checkpoints
+    // stored before still load; a new save deduplicates against the
+    // damaged entries, and its frames fail to check when it is loaded.
     {
         let s = CheckpointStore::open(dir.path(), RUN).unwrap();
         s.save(&at(&[("epoch", 2)]), "model", &data).unwrap();
@@ -604,11 +607,160 @@ fn damaged_manifests_and_index_entries_are_named() {
         v[4] = v[4].wrapping_add(1);
         Some(v)
     });
+    let packs_before = packs(index.parent().unwrap());
     let s = CheckpointStore::open(dir.path(), RUN).unwrap();
-    damaged(
-        "shifted index entry",
-        s.load(&at(&[("epoch", 2)]), "model").unwrap_err(),
+    assert_eq!(s.load(&at(&[("epoch", 2)]), "model").unwrap(), data);
+    s.save(&at(&[("epoch", 3)]), "model", &data).unwrap();
+    match s.load(&at(&[("epoch", 3)]), "model").unwrap_err() {
+        Error::CheckpointDamaged {
+            loop_path, detail, ..
+        } => assert!(
+            loop_path == "epoch=3" && detail.contains("chunk "),
+            "{loop_path}: {detail}"
+        ),
+        other => panic!("shifted index entry: expected CheckpointDamaged, got {other:?}"),
+    }
+    // gc will not point the sound manifests at the damaged entries, and
+    // deletes nothing.
+    let e = s.gc().unwrap_err();
+    assert!(
+        matches!(&e, Error::Corrupt { detail, .. } if detail.contains("fails to check") && detail.contains("gc stopped without deleting anything")),
+        "{e:?}"
     );
+    drop(s);
+    assert_eq!(packs(index.parent().unwrap()), packs_before);
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    assert_eq!(s.load(&at(&[("epoch", 1)]), "model").unwrap(), data);
+    assert_eq!(s.load(&at(&[("epoch", 2)]), "model").unwrap(), data);
+}
+
+/// Empties a run's chunk index, so that only the locations recorded in
+/// the manifests can lead a load to its chunks.
+fn clear_chunk_index(run_dir: &Path) {
+    let db = open_index(&run_dir.join("index"));
+    db.open_tree("chunks").unwrap().clear().unwrap();
+    db.flush().unwrap();
+}
+
+/// gc copies the live chunks of a mostly dead pack to a new pack and points
+/// the manifests at the copies before it deletes the old pack: after it,
+/// the checkpoint loads from its manifest alone.
+#[test]
+fn gc_points_manifests_at_the_chunks_it_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CheckpointOptions {
+        pack_target_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let keep = bytes(31, 300_000, true);
+    let s = CheckpointStore::open_with(dir.path(), RUN, opts).unwrap();
+    s.save(&at(&[("epoch", 0)]), "model", &[keep.clone(), bytes(32, 1_500_000, true)].concat())
+        .unwrap();
+    s.save(&at(&[("epoch", 1)]), "other", &bytes(33, 50_000, true)).unwrap();
+    s.flush().unwrap();
+    // Replaced by its first 300 KB: the same chunks but the last, now in a
+    // pack that is mostly garbage.
+    s.save(&at(&[("epoch", 0)]), "model", &keep).unwrap();
+    let stats = s.gc().unwrap();
+    assert!(stats.packs_rewritten >= 1, "{stats:?}");
+    assert!(
+        (1..=2).contains(&stats.manifests_rewritten),
+        "the model's manifest (and the other's if it moved): {stats:?}"
+    );
+    s.close().unwrap();
+    let run_dir = dir.path().join("checkpoints").join(RUN);
+    clear_chunk_index(&run_dir);
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), keep);
+    assert_eq!(s.load(&at(&[("epoch", 1)]), "other").unwrap(), bytes(33, 50_000, true));
+}
+
+/// The state a crash in the middle of a gc leaves: the index points at
+/// copies of the chunks in a new pack, the manifests still at the old pack.
+/// The next gc checks the copies, points the manifests at them, and only
+/// then deletes the old pack.
+#[test]
+fn gc_mends_manifests_left_at_old_copies_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = bytes(41, 500_000, true);
+    {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        s.save(&at(&[("epoch", 0)]), "model", &model).unwrap();
+        s.save(&at(&[("epoch", 1)]), "model", &model).unwrap();
+        s.close().unwrap();
+    }
+    let run_dir = dir.path().join("checkpoints").join(RUN);
+    let old = packs(&run_dir);
+    assert_eq!(old.len(), 1, "{old:?}");
+    // Copy the pack as pack 7 (its header names its id) and point the
+    // index at the copy.
+    let mut copy = std::fs::read(&old[0]).unwrap();
+    copy[12..16].copy_from_slice(&7u32.to_le_bytes());
+    std::fs::write(run_dir.join("packs").join("0000000007.pack"), copy).unwrap();
+    {
+        let db = open_index(&run_dir.join("index"));
+        let chunks = db.open_tree("chunks").unwrap();
+        for kv in chunks.iter() {
+            let (k, v) = kv.unwrap();
+            let mut v = v.to_vec();
+            v[..4].copy_from_slice(&7u32.to_le_bytes());
+            chunks.insert(k, v).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    let stats = s.gc().unwrap();
+    assert_eq!((stats.manifests_rewritten, stats.packs_deleted), (2, 1), "{stats:?}");
+    assert_eq!(packs(&run_dir), vec![run_dir.join("packs").join("0000000007.pack")]);
+    s.close().unwrap();
+    clear_chunk_index(&run_dir);
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    assert_eq!(s.load(&at(&[("epoch", 0)]), "model").unwrap(), model);
+    assert_eq!(s.load(&at(&[("epoch", 1)]), "model").unwrap(), model);
+}
+
+/// Loads and recipes take chunk locations from the manifests (format
+/// version 2): with the chunk index emptied they still read every
+/// checkpoint, deduplicated ones included. gc, whose source of truth is the
+/// index, then refuses to run rather than delete packs that manifests point
+/// into.
+#[test]
+fn loads_and_recipes_read_no_chunk_index_entry() {
+    use flor_store::checkpoint::load_recipe;
+    let dir = tempfile::tempdir().unwrap();
+    let model = bytes(21, 400_000, true);
+    let optim = bytes(22, 100_000, false);
+    {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        s.save(&at(&[("epoch", 0)]), "model", &model).unwrap();
+        s.save(&at(&[("epoch", 0)]), "optim", &optim).unwrap();
+        s.flush().unwrap();
+        // Every chunk of this one is already stored: all deduplicated.
+        s.save(&at(&[("epoch", 1)]), "model", &model).unwrap();
+        s.close().unwrap();
+    }
+    let run_dir = dir.path().join("checkpoints").join(RUN);
+    {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        assert!(s.disk_usage().unwrap().chunks > 10);
+    }
+    clear_chunk_index(&run_dir);
+    let packs_before = packs(&run_dir);
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    assert_eq!(s.disk_usage().unwrap().chunks, 0);
+    for (e, name, want) in [(0, "model", &model), (0, "optim", &optim), (1, "model", &model)] {
+        let key = at(&[("epoch", e)]);
+        assert_eq!(&s.load(&key, name).unwrap(), want, "{name} at epoch {e}");
+        let recipe = s.recipe(&key, name).unwrap();
+        assert_eq!(&load_recipe(&recipe, 2).unwrap(), want, "recipe of {name} at epoch {e}");
+    }
+    let e = s.gc().unwrap_err();
+    assert!(
+        matches!(&e, Error::Corrupt { detail, .. } if detail.contains("not in the chunk index")),
+        "{e:?}"
+    );
+    drop(s);
+    assert_eq!(packs(&run_dir), packs_before, "gc deleted nothing");
 }
 
 /// Opens a run's sled index directly, waiting (up to 3 s) for this
