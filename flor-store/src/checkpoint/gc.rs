@@ -1,7 +1,11 @@
 //! Garbage collection: drop chunks no manifest references, then delete
 //! packs that hold no live chunk and rewrite packs that are mostly dead.
 //!
-//! Runs on the writer thread with no save in flight. Crash-safe by
+//! Runs on the writer thread with no save in flight. Before anything
+//! changes, every manifest is checked against the index (`relocate.rs`): a
+//! live chunk missing from the index, or a chunk whose every copy fails to
+//! check, stops gc; an index entry whose copy is damaged while the copy the
+//! manifest records is sound is mended (flushed). Crash-safe by
 //! ordering: dead index entries are removed (and flushed) first; live frames
 //! of a pack being rewritten are copied to a new pack, which is fsynced
 //! before the index points at the copies (flushed); then every manifest
@@ -11,8 +15,8 @@
 //! old copies that still exist and that the next `gc` re-points before it
 //! deletes them — never a dangling index entry or manifest location.
 
-use super::manifest::{ChunkRef, Manifest, MANIFEST_VERSION};
-use super::pack::{check_crc, list_packs, open_frame, sync_dir, Loc, PACK_HEADER_LEN};
+use super::pack::{check_crc, list_packs, sync_dir, Loc, PACK_HEADER_LEN};
+use super::relocate::{check_against_index, each_manifest, relocate};
 use super::writer::Writer;
 use super::GcStats;
 use crate::{Error, Result};
@@ -38,30 +42,19 @@ impl Writer {
 
         // Every chunk some manifest references.
         let mut live: HashSet<[u8; 32]> = HashSet::new();
-        let mut manifests = Vec::new();
-        for kv in sh.manifests.iter() {
-            let (k, v) = kv.map_err(sled_err)?;
-            let m = Manifest::decode(&v).map_err(|detail| Error::Corrupt {
-                path: sh.index_path.clone(),
-                offset: 0,
-                detail: format!(
-                    "{detail}; gc stopped without deleting anything it cannot account for"
-                ),
-            })?;
+        each_manifest(&sh, |_, m| {
             live.extend(m.chunks.iter().map(|c| c.hash));
-            manifests.push((k, m));
-        }
+            Ok(())
+        })?;
 
-        // Split the index into dead entries and live entries per pack.
+        // Split the index into dead entries and the live chunks' locations.
         let mut dead = Vec::new();
-        let mut by_pack: HashMap<u32, Vec<([u8; 32], Loc)>> = HashMap::new();
         let mut locs: HashMap<[u8; 32], Loc> = HashMap::with_capacity(live.len());
         for kv in sh.chunks.iter() {
             let (k, v) = kv.map_err(sled_err)?;
             let hash: Option<[u8; 32]> = k.as_ref().try_into().ok();
             match (hash, Loc::decode(&v)) {
                 (Some(h), Some(loc)) if live.contains(&h) => {
-                    by_pack.entry(loc.pack).or_default().push((h, loc));
                     locs.insert(h, loc);
                 }
                 (Some(h), None) if live.contains(&h) => {
@@ -74,50 +67,21 @@ impl Writer {
                 _ => dead.push(k),
             }
         }
-        // A live chunk the index lacks would have its pack deleted under a
-        // manifest that still points into it.
-        if let Some(h) = live.iter().find(|h| !locs.contains_key(*h)) {
-            return Err(Error::Corrupt {
-                path: sh.index_path.clone(),
-                offset: 0,
-                detail: format!(
-                    "live chunk {} is not in the chunk index; gc stopped without deleting anything",
-                    hex(h)
-                ),
-            });
-        }
-        // Where a manifest records another location than the index (a crash
-        // during an earlier collection left it at the old copy, or damage),
-        // the index's copy is checked before any manifest is pointed at it.
-        let mut buf = Vec::new();
-        let mut verified = HashSet::new();
-        for (_, m) in manifests.iter().filter(|(_, m)| m.located()) {
-            for c in &m.chunks {
-                let Some(&loc) = locs.get(&c.hash) else {
-                    continue;
-                };
-                if c.loc() == loc || !verified.insert(c.hash) {
-                    continue;
-                }
-                let at = super::pack::pack_path(sh.readers.dir(), loc.pack);
-                let checked = sh
-                    .readers
-                    .read(loc, &mut buf)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| open_frame(&buf, &c.hash, c.raw_len).map(|_| ()));
-                if let Err(detail) = checked {
-                    return Err(Error::Corrupt {
-                        path: at,
-                        offset: loc.offset,
-                        detail: format!(
-                            "the index's copy of chunk {} (the manifest of {:?} at {} records another) fails to check: {detail}; gc stopped without deleting anything",
-                            hex(&c.hash),
-                            m.object,
-                            super::loop_path_text(&m.loop_path)
-                        ),
-                    });
-                }
+        drop(live);
+        // Manifests against the index; index entries whose copy is damaged
+        // while the manifest's is sound are mended first.
+        let repairs = check_against_index(&sh, &mut locs)?;
+        if !repairs.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (h, loc) in &repairs {
+                batch.insert(&h[..], &loc.encode()[..]);
             }
+            sh.chunks.apply_batch(batch).map_err(sled_err)?;
+            sh.db.flush().map_err(sled_err)?;
+        }
+        let mut by_pack: HashMap<u32, Vec<([u8; 32], Loc)>> = HashMap::new();
+        for (h, loc) in &locs {
+            by_pack.entry(loc.pack).or_default().push((*h, *loc));
         }
         let chunks_removed = dead.len() as u64;
         if !dead.is_empty() {
@@ -136,6 +100,7 @@ impl Writer {
         let mut delete = Vec::new();
         let mut rewritten = 0u64;
         let mut moves = Vec::new();
+        let mut buf = Vec::new();
         for (id, path, len) in &packs {
             let entries = by_pack.remove(id).unwrap_or_default();
             let live_bytes: u64 = entries.iter().map(|(_, l)| u64::from(l.frame_len)).sum();
@@ -174,20 +139,19 @@ impl Writer {
             sh.db.flush().map_err(sled_err)?;
             locs.extend(moves.iter().copied());
         }
-        let manifests_rewritten =
-            relocate(&sh.manifests, manifests, &locs).map_err(|e| match e {
-                Relocate::Sled(e) => sled_err(e),
-                Relocate::Encode(detail) => Error::Poisoned(detail),
-            })?;
+        crash_point(&sh.run, CrashPoint::IndexMoved)?;
+        let manifests_rewritten = relocate(&sh, &locs)?;
         if manifests_rewritten > 0 {
             sh.db.flush().map_err(sled_err)?;
         }
+        crash_point(&sh.run, CrashPoint::ManifestsRelocated)?;
         for (id, path) in &delete {
             sh.readers.forget(*id);
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(path, e)),
                 _ => {}
             }
+            crash_point(&sh.run, CrashPoint::PackDeleted)?;
         }
         if !delete.is_empty() {
             sync_dir(&dir).map_err(|e| io_err(&dir, e))?;
@@ -208,45 +172,37 @@ impl Writer {
     }
 }
 
-enum Relocate {
-    Sled(sled::Error),
-    Encode(String),
+/// Where a test may stop a collection as a crash would (`cfg(test)` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum CrashPoint {
+    /// The index points at the moved copies (flushed); manifests not yet
+    /// re-pointed.
+    IndexMoved,
+    /// Manifests re-pointed (flushed); no pack deleted yet.
+    ManifestsRelocated,
+    /// Right after the first pack was deleted.
+    PackDeleted,
 }
 
-/// Rewrites each of `manifests` whose recorded chunk locations differ from
-/// `locs` (the index after any moves), or that records none (version 1),
-/// as a current-version manifest; returns how many it rewrote. Every live
-/// chunk is in `locs` (checked before anything was changed).
-fn relocate(
-    tree: &sled::Tree,
-    manifests: Vec<(sled::IVec, Manifest)>,
-    locs: &HashMap<[u8; 32], Loc>,
-) -> std::result::Result<u64, Relocate> {
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
-    for (k, mut m) in manifests {
-        let mut changed = !m.located();
-        let relocated: Option<Vec<ChunkRef>> = m
-            .chunks
-            .iter()
-            .map(|c| {
-                let loc = *locs.get(&c.hash)?;
-                changed |= c.loc() != loc;
-                Some(ChunkRef::at(c.hash, c.raw_len, loc))
-            })
-            .collect();
-        // (A chunk missing from `locs` leaves the manifest as it is.)
-        if let (true, Some(chunks)) = (changed, relocated) {
-            m.chunks = chunks;
-            m.version = MANIFEST_VERSION;
-            batch.insert(k, m.encode().map_err(Relocate::Encode)?);
-            n += 1;
+/// The run and point at which a test stops the next collection.
+#[cfg(test)]
+pub(crate) static CRASH_AT: std::sync::Mutex<Option<(String, CrashPoint)>> =
+    std::sync::Mutex::new(None);
+
+/// In tests, fails the collection of `run` at `point` when [`CRASH_AT`]
+/// says so, leaving what is durable as a crash there would; otherwise
+/// nothing.
+fn crash_point(run: &str, point: CrashPoint) -> Result<()> {
+    #[cfg(test)]
+    {
+        let at = CRASH_AT.lock().unwrap_or_else(|e| e.into_inner());
+        if at.as_ref().is_some_and(|(r, p)| r == run && *p == point) {
+            return Err(Error::Poisoned(format!("simulated crash at {point:?}")));
         }
     }
-    if n > 0 {
-        tree.apply_batch(batch).map_err(Relocate::Sled)?;
-    }
-    Ok(n)
+    let _ = (run, point);
+    Ok(())
 }
 
 /// The first 8 bytes of a hash in hex, for messages.
@@ -275,6 +231,76 @@ mod tests {
         };
         let t = db.open_tree("manifests").unwrap();
         (db, t)
+    }
+
+    /// A collection that rewrites a pack, stopped as a crash would at each
+    /// point between its durable steps: after reopening, every checkpoint
+    /// loads (from the manifests alone, the index emptied) once the next
+    /// collection has run, and already right after the stop.
+    #[test]
+    fn a_collection_stopped_at_any_point_loses_nothing() {
+        use super::{CrashPoint, CRASH_AT};
+        use crate::checkpoint::CheckpointOptions;
+        for (i, point) in [
+            CrashPoint::IndexMoved,
+            CrashPoint::ManifestsRelocated,
+            CrashPoint::PackDeleted,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let run = format!("1700000000000000-00000000000000b{i}");
+            let dir = tempfile::tempdir().unwrap();
+            let at = |e: i64| vec![("epoch".to_string(), e)];
+            let bytes = |seed: u32, n: u32| -> Vec<u8> {
+                (0..n)
+                    .map(|i| ((i ^ seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+                    .collect()
+            };
+            let keep = bytes(1, 300_000);
+            let other = bytes(2, 60_000);
+            let opts = CheckpointOptions {
+                pack_target_bytes: 1 << 20,
+                ..Default::default()
+            };
+            let s = CheckpointStore::open_with(dir.path(), &run, opts).unwrap();
+            s.save(
+                &at(0),
+                "model",
+                &[keep.clone(), bytes(3, 1_500_000)].concat(),
+            )
+            .unwrap();
+            s.save(&at(1), "other", &other).unwrap();
+            s.flush().unwrap();
+            s.save(&at(0), "model", &keep).unwrap();
+            s.flush().unwrap();
+            *CRASH_AT.lock().unwrap() = Some((run.clone(), point));
+            let e = s.gc().unwrap_err();
+            *CRASH_AT.lock().unwrap() = None;
+            assert!(e.to_string().contains("simulated crash"), "{point:?}: {e}");
+            drop(s);
+            let check = |what: &str| {
+                let s = CheckpointStore::open(dir.path(), &run).unwrap();
+                assert_eq!(s.load(&at(0), "model").unwrap(), keep, "{point:?}, {what}");
+                assert_eq!(s.load(&at(1), "other").unwrap(), other, "{point:?}, {what}");
+            };
+            check("right after the stop");
+            let s = CheckpointStore::open(dir.path(), &run).unwrap();
+            let stats = s.gc().unwrap();
+            assert_eq!(
+                s.gc().unwrap().manifests_rewritten,
+                0,
+                "{point:?}: {stats:?}"
+            );
+            s.close().unwrap();
+            let index = dir.path().join("checkpoints").join(&run).join("index");
+            {
+                let (db, _) = manifests(&index);
+                db.open_tree("chunks").unwrap().clear().unwrap();
+                db.flush().unwrap();
+            }
+            check("after the next collection, the index emptied");
+        }
     }
 
     /// A store whose manifests predate chunk locations (version 1) loads

@@ -69,6 +69,7 @@ mod load;
 mod manifest;
 mod pack;
 mod pool;
+mod relocate;
 mod table;
 mod writer;
 

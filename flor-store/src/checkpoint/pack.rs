@@ -156,7 +156,7 @@ pub(crate) fn check_frame_parts(
     let body_len = body_head.len() + payload.len();
     if u32::from_le_bytes(*len) as usize != body_len {
         return Err(format!(
-            "frame length field says {} bytes, the index says {body_len}",
+            "frame length field says {} bytes, its recorded location says {body_len}",
             u32::from_le_bytes(*len),
         ));
     }
@@ -198,7 +198,7 @@ pub(crate) fn check_crc(frame: &[u8]) -> Result<&[u8], String> {
     let (body, crc) = rest.split_last_chunk::<4>().ok_or("frame too short")?;
     if u32::from_le_bytes(*len) as usize != body.len() {
         return Err(format!(
-            "frame length field says {} bytes, the index says {}",
+            "frame length field says {} bytes, its recorded location says {}",
             u32::from_le_bytes(*len),
             body.len()
         ));

@@ -620,18 +620,48 @@ fn damaged_manifests_and_index_entries_are_named() {
         ),
         other => panic!("shifted index entry: expected CheckpointDamaged, got {other:?}"),
     }
-    // gc will not point the sound manifests at the damaged entries, and
-    // deletes nothing.
+    // gc checks the index's copies where the manifests record others:
+    // they fail, the manifests' own copies check, so it mends the index
+    // entries and points the new manifest at the sound copies.
+    let stats = s.gc().unwrap();
+    assert_eq!(stats.manifests_rewritten, 1, "{stats:?}");
+    assert_eq!(stats.chunks_removed, 0, "{stats:?}");
+    assert_eq!(s.load(&at(&[("epoch", 3)]), "model").unwrap(), data);
+    drop(s);
+    assert_eq!(packs(index.parent().unwrap()), packs_before);
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+    for e in 1..=3 {
+        assert_eq!(s.load(&at(&[("epoch", e)]), "model").unwrap(), data, "epoch {e}");
+    }
+    s.close().unwrap();
+
+    // When both copies fail, gc stops and deletes nothing. (Shift the
+    // entries again; damage the pack where the manifests point.)
+    edit("chunks", &|_, v| {
+        let mut v = v.to_vec();
+        v[4] = v[4].wrapping_add(1);
+        Some(v)
+    });
+    let pack = packs(index.parent().unwrap()).remove(0);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let original = bytes.clone();
+    for b in bytes.iter_mut().skip(16) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&pack, &bytes).unwrap();
+    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
     let e = s.gc().unwrap_err();
+    let msg = e.to_string();
     assert!(
-        matches!(&e, Error::Corrupt { detail, .. } if detail.contains("fails to check") && detail.contains("gc stopped without deleting anything")),
+        matches!(&e, Error::Corrupt { .. })
+            && msg.contains("and so does the copy the manifest records")
+            && msg.contains("\"model\" at epoch=")
+            && msg.contains("gc stopped without deleting anything"),
         "{e:?}"
     );
     drop(s);
     assert_eq!(packs(index.parent().unwrap()), packs_before);
-    let s = CheckpointStore::open(dir.path(), RUN).unwrap();
-    assert_eq!(s.load(&at(&[("epoch", 1)]), "model").unwrap(), data);
-    assert_eq!(s.load(&at(&[("epoch", 2)]), "model").unwrap(), data);
+    std::fs::write(&pack, &original).unwrap();
 }
 
 /// Empties a run's chunk index, so that only the locations recorded in
