@@ -10,11 +10,13 @@
 //! of a pack being rewritten are copied to a new pack, which is fsynced
 //! before the index points at the copies (flushed); then every manifest
 //! whose recorded chunk locations differ from the index's is rewritten
-//! (flushed); only then are old packs deleted. A crash in between leaves
+//! (flushed); a store written before manifest heads existed gets every
+//! head and then its `meta` mark (flushed); only then are old packs deleted. A crash in between leaves
 //! unreferenced bytes that the next `gc` removes, or manifests pointing at
 //! old copies that still exist and that the next `gc` re-points before it
 //! deletes them — never a dangling index entry or manifest location.
 
+use super::heads::{Head, HEADS_COMPLETE};
 use super::pack::{check_crc, list_packs, sync_dir, Loc, PACK_HEADER_LEN};
 use super::relocate::{check_against_index, each_manifest, relocate};
 use super::writer::Writer;
@@ -144,6 +146,9 @@ impl Writer {
         if manifests_rewritten > 0 {
             sh.db.flush().map_err(sled_err)?;
         }
+        if !sh.heads_complete.load(std::sync::atomic::Ordering::SeqCst) {
+            write_heads(&sh)?;
+        }
         crash_point(&sh.run, CrashPoint::ManifestsRelocated)?;
         for (id, path) in &delete {
             sh.readers.forget(*id);
@@ -170,6 +175,29 @@ impl Writer {
             bytes_after,
         })
     }
+}
+
+/// Writes the head of every manifest (a store written before heads
+/// existed, `heads.rs`), then records in `meta` that every manifest has
+/// one (flushed), so that `list` reads heads from now on.
+fn write_heads(sh: &super::Shared) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    each_manifest(sh, |k, m| {
+        let head = Head::of(&m)
+            .encode()
+            .map_err(|e| Error::Poisoned(format!("internal: encoding a checkpoint head: {e}")))?;
+        batch.insert(k, head);
+        Ok(())
+    })?;
+    sh.heads.apply_batch(batch).map_err(|e| sh.sled_err(e))?;
+    sh.db.flush().map_err(|e| sh.sled_err(e))?;
+    let meta = sh.db.open_tree("meta").map_err(|e| sh.sled_err(e))?;
+    meta.insert(HEADS_COMPLETE, &[1u8])
+        .map_err(|e| sh.sled_err(e))?;
+    sh.db.flush().map_err(|e| sh.sled_err(e))?;
+    sh.heads_complete
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
 }
 
 /// Where a test may stop a collection as a crash would (`cfg(test)` only).
@@ -301,6 +329,73 @@ mod tests {
             }
             check("after the next collection, the index emptied");
         }
+    }
+
+    /// Listing reads the heads, which stay equal to what the manifests
+    /// say through replacements; a store without heads (written before
+    /// they existed) is listed from its manifests, the same, until gc
+    /// writes every head and marks the store.
+    #[test]
+    fn heads_list_what_the_manifests_say_and_gc_writes_missing_ones() {
+        use std::sync::atomic::Ordering;
+        let run = "1700000000000000-00000000000000cc";
+        let dir = tempfile::tempdir().unwrap();
+        let at = |e: i64| vec![("epoch".to_string(), e)];
+        let data = |seed: u32, n: u32| -> Vec<u8> {
+            (0..n)
+                .map(|i| ((i ^ seed).wrapping_mul(2_654_435_761) >> 11) as u8)
+                .collect()
+        };
+        let s = CheckpointStore::open(dir.path(), run).unwrap();
+        assert!(
+            s.shared.heads_complete.load(Ordering::SeqCst),
+            "a new store has every head"
+        );
+        s.save(&at(0), "model", &data(1, 200_000)).unwrap();
+        s.save(&at(1), "model", &data(2, 300_000)).unwrap();
+        s.save(&at(1), "optim", &data(3, 10_000)).unwrap();
+        s.flush().unwrap();
+        s.save(&at(1), "model", &data(4, 100_000)).unwrap(); // replaces
+        let from_heads = s.list().unwrap();
+        s.shared.heads_complete.store(false, Ordering::SeqCst);
+        let from_manifests = s.list().unwrap();
+        assert_eq!(from_heads, from_manifests);
+        assert_eq!(from_heads.len(), 3);
+        assert_eq!(from_heads[1].raw_bytes, 100_000);
+        s.close().unwrap();
+
+        // As a build before heads left it: no heads, no mark.
+        let index = dir.path().join("checkpoints").join(run).join("index");
+        {
+            let (db, _) = manifests(&index);
+            db.open_tree("heads").unwrap().clear().unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .remove(super::HEADS_COMPLETE)
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let s = CheckpointStore::open(dir.path(), run).unwrap();
+        assert!(!s.shared.heads_complete.load(Ordering::SeqCst));
+        assert_eq!(
+            s.list().unwrap(),
+            from_manifests,
+            "listed from the manifests"
+        );
+        s.gc().unwrap();
+        assert!(s.shared.heads_complete.load(Ordering::SeqCst));
+        s.close().unwrap();
+        let s = CheckpointStore::open(dir.path(), run).unwrap();
+        assert!(
+            s.shared.heads_complete.load(Ordering::SeqCst),
+            "the mark is durable"
+        );
+        assert_eq!(
+            s.list().unwrap(),
+            from_manifests,
+            "listed from the heads gc wrote"
+        );
+        assert_eq!(s.shared.heads.len(), 3);
     }
 
     /// A store whose manifests predate chunk locations (version 1) loads

@@ -15,13 +15,17 @@
 //!
 //! ```text
 //! index/          sled database (sled admits one process at a time)
-//!   tree meta       "format" → 1 (u32 LE), "run" → the run stem
+//!   tree meta       "format" → 1 (u32 LE), "run" → the run stem, "heads" →
+//!                   1 once every manifest has its head
 //!   tree chunks     blake3(chunk) (32 bytes) → pack id, offset, frame length
 //!   tree manifests  codec(loop path, object) → manifest (codec): loop path,
 //!                   object, raw length, blake3 of the whole object, written
 //!                   at, new bytes, and the ordered chunks (hash, raw length,
 //!                   stored length, pack id, offset: version 2, see
 //!                   `manifest.rs`)
+//!   tree heads      the same key → the manifest's summary (`heads.rs`):
+//!                   what `list` reads, written with the manifest in one
+//!                   transaction
 //! packs/<id>.pack append-only chunk frames (format in `pack.rs`)
 //! ```
 //!
@@ -65,6 +69,7 @@
 
 mod chunker;
 mod gc;
+mod heads;
 mod load;
 mod manifest;
 mod pack;
@@ -255,6 +260,11 @@ pub(crate) struct Shared {
     pub db: sled::Db,
     pub chunks: sled::Tree,
     pub manifests: sled::Tree,
+    /// The manifests' heads (`heads.rs`), what `list` reads.
+    pub heads: sled::Tree,
+    /// Every manifest has its head (`meta` key `heads`); otherwise `list`
+    /// reads the manifests. Set by `gc` once it has written every head.
+    pub heads_complete: std::sync::atomic::AtomicBool,
     pub readers: PackReaders,
     poison: Mutex<Option<String>>,
 }
@@ -380,6 +390,8 @@ impl CheckpointStore {
                 meta.insert("format", &CHECKPOINT_FORMAT.to_le_bytes())
                     .map_err(sled_err)?;
                 meta.insert("run", run.as_bytes()).map_err(sled_err)?;
+                meta.insert(heads::HEADS_COMPLETE, &[1u8])
+                    .map_err(sled_err)?;
                 db.flush().map_err(sled_err)?;
             }
             Some(v) => {
@@ -400,6 +412,11 @@ impl CheckpointStore {
         }
         let chunks = db.open_tree("chunks").map_err(sled_err)?;
         let manifests = db.open_tree("manifests").map_err(sled_err)?;
+        let heads = db.open_tree("heads").map_err(sled_err)?;
+        let heads_complete = meta
+            .get(heads::HEADS_COMPLETE)
+            .map_err(sled_err)?
+            .is_some_and(|v| v.as_ref() == [1]);
         let shared = Arc::new(Shared {
             run: run.to_string(),
             dir,
@@ -407,6 +424,8 @@ impl CheckpointStore {
             db,
             chunks,
             manifests,
+            heads,
+            heads_complete: std::sync::atomic::AtomicBool::new(heads_complete),
             readers: PackReaders::new(packs_dir),
             poison: Mutex::new(None),
         });
@@ -556,39 +575,44 @@ impl CheckpointStore {
     }
 
     /// Every committed checkpoint of this run, by loop path then object,
-    /// after waiting for this store's pending saves.
+    /// after waiting for this store's pending saves. Reads each
+    /// checkpoint's head (a few dozen bytes, `heads.rs`), not its manifest,
+    /// so it costs the same whatever the objects' sizes; a store written
+    /// before heads existed is listed from its manifests until a
+    /// [`CheckpointStore::gc`] writes their heads.
     ///
     /// # Errors
-    /// [`Error::CheckpointDamaged`] for a manifest that does not decode
-    /// (naming its loop path and object when its key is readable);
-    /// [`Error::Sled`]; [`Error::Poisoned`] when a pending save failed.
+    /// [`Error::CheckpointDamaged`] for a head (or manifest) that does not
+    /// decode, naming its loop path and object when its key is readable (a
+    /// damaged manifest whose head is sound is reported by
+    /// [`CheckpointStore::load`], not here); [`Error::Sled`];
+    /// [`Error::Poisoned`] when a pending save failed.
     pub fn list(&self) -> Result<Vec<CheckpointInfo>> {
         self.flush()?;
         let sh = &self.shared;
+        let damaged = |k: &[u8], detail: String| {
+            let (loop_path, object) = manifest::decode_key(k)
+                .map(|(l, o)| (loop_path_text(&l), o))
+                .unwrap_or_else(|| ("?".into(), "?".into()));
+            Error::CheckpointDamaged {
+                run: sh.run.clone(),
+                object,
+                loop_path,
+                detail,
+            }
+        };
         let mut out = Vec::new();
-        for kv in sh.manifests.iter() {
-            let (k, v) = kv.map_err(|e| sh.sled_err(e))?;
-            let m = Manifest::decode(&v).map_err(|detail| {
-                let (loop_path, object) = manifest::decode_key(&k)
-                    .map(|(l, o)| (loop_path_text(&l), o))
-                    .unwrap_or_else(|| ("?".into(), "?".into()));
-                Error::CheckpointDamaged {
-                    run: sh.run.clone(),
-                    object,
-                    loop_path,
-                    detail,
-                }
-            })?;
-            out.push(CheckpointInfo {
-                stored_bytes: m.stored_bytes(),
-                chunks: m.chunks.len() as u64,
-                loop_path: m.loop_path,
-                object: m.object,
-                raw_bytes: m.raw_len,
-                new_bytes: m.new_bytes,
-                written_at: m.written_at,
-                hash: m.hash,
-            });
+        if sh.heads_complete.load(Ordering::SeqCst) {
+            for kv in sh.heads.iter() {
+                let (k, v) = kv.map_err(|e| sh.sled_err(e))?;
+                out.push(heads::Head::decode(&v).map_err(|d| damaged(&k, d))?.info());
+            }
+        } else {
+            for kv in sh.manifests.iter() {
+                let (k, v) = kv.map_err(|e| sh.sled_err(e))?;
+                let m = Manifest::decode(&v).map_err(|d| damaged(&k, d))?;
+                out.push(heads::Head::of(&m).info());
+            }
         }
         out.sort_by(|a, b| (&a.loop_path, &a.object).cmp(&(&b.loop_path, &b.object)));
         Ok(out)

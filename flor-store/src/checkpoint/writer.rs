@@ -5,7 +5,8 @@
 //!
 //! 1. every pack written since the last commit is fsynced;
 //! 2. the index entries of the new chunks are inserted and sled is flushed;
-//! 3. the manifests are inserted and sled is flushed again.
+//! 3. the manifests and their heads (`heads.rs`) are inserted in one sled
+//!    transaction and sled is flushed again.
 //!
 //! A manifest therefore becomes durable only after everything it points to
 //! is, and a crash at any moment leaves either the whole checkpoint or no
@@ -14,10 +15,12 @@
 //! saves. After any failure the writer is poisoned: it discards further
 //! work and every flush reports the failure, until the store is reopened.
 
+use super::heads::Head;
 use super::manifest::{ChunkRef, Manifest, MANIFEST_VERSION};
 use super::pack::{Frame, Loc, PackWriter};
 use super::{GcStats, Shared};
 use crossbeam_channel::{Receiver, Sender};
+use sled::transaction::Transactional;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -362,8 +365,9 @@ impl Writer {
                 .map_err(|e| sled_err("flushing", e))?;
             self.unindexed.clear();
         }
-        // 3. Manifests durable.
+        // 3. Manifests and their heads durable, together.
         let mut batch = sled::Batch::default();
+        let mut heads = sled::Batch::default();
         for _ in 0..n {
             let Some((seq, p)) = self.objects.pop_first() else {
                 break;
@@ -383,16 +387,30 @@ impl Writer {
                 new_bytes: p.new_bytes,
                 chunks,
             };
+            heads.insert(
+                p.key.clone(),
+                Head::of(&m)
+                    .encode()
+                    .map_err(|e| format!("internal: encoding a checkpoint head: {e}"))?,
+            );
             batch.insert(
                 p.key,
                 m.encode()
                     .map_err(|e| format!("internal: encoding a manifest: {e}"))?,
             );
         }
-        self.shared
-            .manifests
-            .apply_batch(batch)
-            .map_err(|e| sled_err("inserting manifests", e))?;
+        let both: sled::transaction::TransactionResult<(), ()> =
+            (&self.shared.manifests, &self.shared.heads).transaction(|(m, h)| {
+                m.apply_batch(&batch)?;
+                h.apply_batch(&heads)?;
+                Ok(())
+            });
+        both.map_err(|e| match e {
+            sled::transaction::TransactionError::Storage(e) => sled_err("inserting manifests", e),
+            sled::transaction::TransactionError::Abort(()) => {
+                "internal: the manifest transaction aborted".to_string()
+            }
+        })?;
         self.shared
             .db
             .flush()

@@ -584,7 +584,10 @@ fn damaged_manifests_and_index_entries_are_named() {
             "truncated manifest",
             s.load(&at(&[("epoch", 2)]), "model").unwrap_err(),
         );
-        damaged("listing a truncated manifest", s.list().unwrap_err());
+        // Listing reads the checkpoints' heads, not their manifests: the
+        // damaged one is still listed; loading it names the damage.
+        let listed: Vec<String> = s.list().unwrap().iter().map(|c| c.loop_path_text()).collect();
+        assert_eq!(listed, ["epoch=1", "epoch=2"]);
         assert_eq!(s.load(&at(&[("epoch", 1)]), "model").unwrap(), data);
         assert!(
             s.gc().is_err(),
@@ -592,6 +595,12 @@ fn damaged_manifests_and_index_entries_are_named() {
         );
     }
     edit("manifests", &|_, _| None);
+    // A damaged head is reported by listing, by name.
+    edit("heads", &|k, v| (k == &last_key[..]).then(|| v[..v.len() - 1].to_vec()));
+    {
+        let s = CheckpointStore::open(dir.path(), RUN).unwrap();
+        damaged("listing a truncated head", s.list().unwrap_err());
+    }
 
     // Every chunk index entry points 1 byte further. Loads do not read the
     // index (manifests record where their chunks lie), so the checkpoints
