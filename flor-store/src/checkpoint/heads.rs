@@ -19,7 +19,7 @@
 //! build): it is listed from the manifests until a `gc` writes every head
 //! and records `heads` = 1.
 
-use super::manifest::Manifest;
+use super::manifest::{sealed, unsealed, Manifest};
 use super::CheckpointInfo;
 use serde::{Deserialize, Serialize};
 
@@ -70,21 +70,12 @@ impl Head {
 
     /// The stored value: checksum, then the [`crate::codec`] encoding.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, String> {
-        let body = crate::codec::encode(self)?;
-        let mut v = Vec::with_capacity(4 + body.len());
-        v.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        v.extend_from_slice(&body);
-        Ok(v)
+        sealed(self)
     }
 
     /// Checks and decodes a stored value.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Head, String> {
-        let (crc, body) = bytes
-            .split_first_chunk::<4>()
-            .ok_or("checkpoint head shorter than its checksum")?;
-        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
-            return Err("checkpoint head checksum mismatch".into());
-        }
+        let body = unsealed(bytes, "checkpoint head")?;
         let h: Head = crate::codec::decode(body)
             .map_err(|e| format!("checkpoint head does not decode: {e}"))?;
         if h.version != HEAD_VERSION {

@@ -140,6 +140,28 @@ impl From<ManifestV1> for Manifest {
     }
 }
 
+/// A stored value (a manifest, a head): the CRC-32 of the
+/// [`crate::codec`] encoding of `v`, then that encoding.
+pub(crate) fn sealed<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    let body = crate::codec::encode(v)?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The body of a value [`sealed`] wrote, once its checksum matches; the
+/// error names `what` (`"manifest"`, `"checkpoint head"`).
+pub(crate) fn unsealed<'b>(bytes: &'b [u8], what: &str) -> Result<&'b [u8], String> {
+    let (crc, body) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| format!("{what} shorter than its checksum"))?;
+    if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+        return Err(format!("{what} checksum mismatch"));
+    }
+    Ok(body)
+}
+
 /// The manifest key of `(loop_path, object)`; fails only for a name over
 /// 4 GiB or more than 2³² loop levels.
 pub(crate) fn key(loop_path: &[(String, i64)], object: &str) -> Result<Vec<u8>, String> {
@@ -189,22 +211,13 @@ pub(crate) fn decode_key(mut k: &[u8]) -> Option<(Vec<(String, i64)>, String)> {
 impl Manifest {
     /// The stored value: checksum, then the [`crate::codec`] encoding.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, String> {
-        let body = crate::codec::encode(self)?;
-        let mut v = Vec::with_capacity(4 + body.len());
-        v.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        v.extend_from_slice(&body);
-        Ok(v)
+        sealed(self)
     }
 
     /// Checks and decodes a stored value: the checksum, the version, and
     /// that the chunk lengths are non-zero and add up to `raw_len`.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Manifest, String> {
-        let (crc, body) = bytes
-            .split_first_chunk::<4>()
-            .ok_or("manifest shorter than its checksum")?;
-        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
-            return Err("manifest checksum mismatch".into());
-        }
+        let body = unsealed(bytes, "manifest")?;
         let version = body
             .first_chunk::<4>()
             .map(|v| u32::from_le_bytes(*v))
