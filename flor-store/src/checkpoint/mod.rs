@@ -311,7 +311,7 @@ pub struct CheckpointStore {
     shared: Arc<Shared>,
     options: CheckpointOptions,
     pipeline: Mutex<Option<Pipeline>>,
-    /// Saves hold it shared; `gc` holds it exclusively.
+    /// Saves, loads and recipes hold it shared; `gc` holds it exclusively.
     submit: RwLock<()>,
     next_seq: AtomicU64,
 }
@@ -546,7 +546,9 @@ impl CheckpointStore {
     }
 
     /// Loads and verifies the checkpoint of `object` at `loop_path`, after
-    /// waiting for this store's pending saves.
+    /// waiting for this store's pending saves (and for a
+    /// [`CheckpointStore::gc`] in progress, which in turn waits for loads
+    /// in progress).
     ///
     /// # Errors
     /// [`Error::CheckpointMissing`] when no complete checkpoint exists under
@@ -557,6 +559,9 @@ impl CheckpointStore {
     /// [`Error::Io`] or [`Error::Sled`] when reading fails;
     /// [`Error::Poisoned`] when a pending save failed.
     pub fn load(&self, loop_path: &[(String, i64)], object: &str) -> Result<Vec<u8>> {
+        // Shared, like saves: a `gc` (exclusive) neither starts nor deletes
+        // a pack while this load reads one.
+        let _shared = self.submit.read().unwrap_or_else(|e| e.into_inner());
         self.flush()?;
         load::load(&self.shared, loop_path, object, self.options.workers)
     }
@@ -570,6 +575,7 @@ impl CheckpointStore {
     /// # Errors
     /// As [`CheckpointStore::load`], for the manifest and the index.
     pub fn recipe(&self, loop_path: &[(String, i64)], object: &str) -> Result<Recipe> {
+        let _shared = self.submit.read().unwrap_or_else(|e| e.into_inner());
         self.flush()?;
         load::recipe(&self.shared, loop_path, object)
     }

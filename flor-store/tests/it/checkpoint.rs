@@ -1048,3 +1048,52 @@ fn load_to_writes_the_rest_straight_into_the_destination() {
     assert!(dest == data[100..]);
     s.close().unwrap();
 }
+
+/// Loads on other threads while gc rewrites and deletes packs: each load
+/// returns the checkpoint's bytes, never a spurious "damaged" from a pack
+/// deleted between its manifest read and its pack reads (gc waits for
+/// loads in progress, and loads wait for gc).
+#[test]
+fn loads_during_gc_see_whole_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CheckpointOptions {
+        pack_target_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let s = CheckpointStore::open_with(dir.path(), RUN, opts).unwrap();
+    let keep = bytes(51, 300_000, true);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let loader = scope.spawn(|| {
+            let mut loads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                // Either version of the checkpoint (the long one before its
+                // replacement, or `keep`), whole.
+                match s.load(&at(&[("epoch", 0)]), "model") {
+                    Ok(b) => assert!(
+                        b.starts_with(&keep) && [300_000, 1_500_000].contains(&b.len()),
+                        "a load returned {} bytes",
+                        b.len()
+                    ),
+                    Err(Error::CheckpointMissing { .. }) => {}
+                    Err(e) => panic!("load during gc: {e}"),
+                }
+                loads += 1;
+            }
+            loads
+        });
+        for round in 0..24u64 {
+            // A mostly dead pack each round: gc copies the live chunks out
+            // and deletes it.
+            s.save(&at(&[("epoch", 0)]), "model", &[keep.clone(), bytes(60 + round, 1_200_000, true)].concat())
+                .unwrap();
+            s.flush().unwrap();
+            s.save(&at(&[("epoch", 0)]), "model", &keep).unwrap();
+            let stats = s.gc().unwrap();
+            assert!(stats.packs_deleted >= 1, "round {round}: {stats:?}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let loads = loader.join().unwrap();
+        assert!(loads > 24, "{loads} loads");
+    });
+}
