@@ -11,10 +11,11 @@
 //! before the index points at the copies (flushed); then every manifest
 //! whose recorded chunk locations differ from the index's is rewritten
 //! (flushed); a store written before manifest heads existed gets every
-//! head and then its `meta` mark (flushed); only then are old packs deleted. A crash in between leaves
-//! unreferenced bytes that the next `gc` removes, or manifests pointing at
-//! old copies that still exist and that the next `gc` re-points before it
-//! deletes them — never a dangling index entry or manifest location.
+//! head and then its `meta` mark (flushed); only then are old packs
+//! deleted. A crash in between leaves unreferenced bytes that the next
+//! `gc` removes, or manifests pointing at old copies that still exist and
+//! that the next `gc` re-points before it deletes them — never a dangling
+//! index entry or manifest location.
 
 use super::heads::{Head, HEADS_COMPLETE};
 use super::pack::{check_crc, list_packs, sync_dir, Loc, PACK_HEADER_LEN};

@@ -110,19 +110,13 @@ fn locate(
     c: &ChunkRef,
 ) -> Result<std::result::Result<Loc, &'static str>> {
     if m.located() {
-        return Ok(checked(c.loc()).ok_or("malformed location in the manifest"));
+        return Ok(c.loc().checked().ok_or("malformed location in the manifest"));
     }
     let entry = sh.chunks.get(c.hash).map_err(|e| sh.sled_err(e))?;
     Ok(match entry {
         None => Err("not in the chunk index"),
         Some(entry) => Loc::decode(&entry).ok_or("malformed index entry"),
     })
-}
-
-/// `loc` when it is one an index entry could hold (a frame length of at
-/// least the frame overhead).
-fn checked(loc: Loc) -> Option<Loc> {
-    Loc::decode(&loc.encode())
 }
 
 /// Loads and verifies one checkpoint; see [`super::CheckpointStore::load`].
@@ -353,7 +347,7 @@ impl<'r> RecipeParts<'r> {
                 pack: c.pack,
                 offset: c.offset,
             };
-            locs.push(checked(r.loc()).ok_or("malformed location in the recipe"));
+            locs.push(r.loc().checked().ok_or("malformed location in the recipe"));
             refs.push(r);
         }
         Ok(RecipeParts {

@@ -73,7 +73,13 @@ impl Loc {
             offset: u64::from_le_bytes([o0, o1, o2, o3, o4, o5, o6, o7]),
             frame_len: u32::from_le_bytes([f0, f1, f2, f3]),
         };
-        (loc.frame_len as usize >= FRAME_OVERHEAD).then_some(loc)
+        loc.checked()
+    }
+
+    /// `self` when it could be a frame's location: a frame length of at
+    /// least [`FRAME_OVERHEAD`].
+    pub(crate) fn checked(self) -> Option<Loc> {
+        (self.frame_len as usize >= FRAME_OVERHEAD).then_some(self)
     }
 }
 
