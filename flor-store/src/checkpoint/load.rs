@@ -110,7 +110,10 @@ fn locate(
     c: &ChunkRef,
 ) -> Result<std::result::Result<Loc, &'static str>> {
     if m.located() {
-        return Ok(c.loc().checked().ok_or("malformed location in the manifest"));
+        return Ok(c
+            .loc()
+            .checked()
+            .ok_or("malformed location in the manifest"));
     }
     let entry = sh.chunks.get(c.hash).map_err(|e| sh.sled_err(e))?;
     Ok(match entry {
